@@ -1,0 +1,247 @@
+"""The action interface: a plain function, its typed parameters, and the context it runs in.
+
+An action is ``def name(ctx: ActionContext, *, param: type = default) -> result``, decorated with
+:func:`action`. The keyword-only parameters and their annotations are the single source of truth for
+runbook validation and for ``hotswap actions``. Actions never see Celery or Redis: everything they
+need (inventory, SSH, HTTP, a logger, dry-run, persisted progress) comes through the context.
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+import typing
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from engine.errors import ActionError
+
+ACTION_ATTR = "__hotswap_action__"
+
+
+class NotYet(Exception):  # noqa: N818 - it is a signal, not an error
+    """Raised by a polling action: "not yet, check again in ``after`` seconds".
+
+    The engine frees the worker slot and re-runs the action later with the same ``ctx.memory``.
+    """
+
+    def __init__(self, after: float, reason: str = "") -> None:
+        super().__init__(reason or f"check again in {after:g}s")
+        self.after = max(0.05, float(after))
+        self.reason = reason
+
+
+class StepLogger(Protocol):
+    def info(self, message: str) -> None: ...
+    def warning(self, message: str) -> None: ...
+    def error(self, message: str) -> None: ...
+
+
+class Approvals(Protocol):
+    """How an approval gate learns its decision. ``decision()`` is None while nobody has decided."""
+
+    def decision(self) -> dict[str, Any] | None: ...
+
+
+@dataclass
+class ActionContext:
+    """Everything an action may use. Built by the engine for every attempt of a step."""
+
+    run_id: str
+    step_id: str
+    attempt: int
+    dry_run: bool
+    log: StepLogger
+    memory: dict[str, Any] = field(default_factory=dict)
+    """Persisted between polls and attempts of the same step: record progress here so a re-run resumes."""
+    inventory: Any = None
+    ssh: Any = None
+    http: Any = None
+    approvals: Approvals | None = None
+    run: Mapping[str, Any] = field(default_factory=dict)
+    """Run metadata: id, runbook, launched_by, source, params (secrets redacted)."""
+    planned: list[dict[str, Any]] = field(default_factory=list)
+    """In dry-run, what would have been done (commands, requests); the engine prints it."""
+    cancelled: Callable[[], bool] = field(default=lambda: False)
+
+    def not_yet(self, after: float, reason: str = "") -> typing.NoReturn:
+        raise NotYet(after, reason)
+
+    def would(self, kind: str, **details: Any) -> None:
+        """Record an effect that dry-run mode skipped (the engine shows these to the operator)."""
+        entry = {"kind": kind, **details}
+        self.planned.append(entry)
+        self.log.info(f"[dry-run] would {kind}: " + " ".join(f"{k}={v}" for k, v in details.items()))
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    annotation: Any
+    required: bool
+    default: Any
+
+    @property
+    def type_name(self) -> str:
+        return describe_type(self.annotation)
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    name: str
+    func: Callable[..., Any]
+    params: Mapping[str, ParamSpec]
+    summary: str
+    doc: str
+    destructive: bool
+    polling: bool
+
+    def __call__(self, ctx: ActionContext, **kwargs: Any) -> Any:
+        return self.func(ctx, **kwargs)
+
+
+def action(name: str, *, destructive: bool = False, polling: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Mark a function as the action ``name``. ``destructive`` actions are listed as such and must
+    sit behind their safety checks; ``polling`` actions may raise :class:`NotYet`."""
+
+    def mark(func: Callable[..., Any]) -> Callable[..., Any]:
+        setattr(func, ACTION_ATTR, {"name": name, "destructive": destructive, "polling": polling})
+        return func
+
+    return mark
+
+
+def spec_of(func: Callable[..., Any]) -> ActionSpec:
+    meta = getattr(func, ACTION_ATTR)
+    hints = typing.get_type_hints(func)
+    sig = inspect.signature(func)
+    params: dict[str, ParamSpec] = {}
+    positional = [p for p in sig.parameters.values() if p.kind is not inspect.Parameter.KEYWORD_ONLY]
+    if len(positional) != 1:
+        raise TypeError(f"action {meta['name']}: take exactly one positional parameter (ctx)")
+    for p in sig.parameters.values():
+        if p.kind is inspect.Parameter.KEYWORD_ONLY:
+            required = p.default is inspect.Parameter.empty
+            params[p.name] = ParamSpec(p.name, hints.get(p.name, Any), required, None if required else p.default)
+    doc = inspect.getdoc(func) or ""
+    return ActionSpec(
+        name=meta["name"],
+        func=func,
+        params=params,
+        summary=doc.splitlines()[0] if doc else "",
+        doc=doc,
+        destructive=meta["destructive"],
+        polling=meta["polling"],
+    )
+
+
+class ActionRegistry:
+    """Actions by name, built from modules. Instances are independent; there is no global mutable state."""
+
+    def __init__(self, specs: list[ActionSpec] | None = None) -> None:
+        self._specs: dict[str, ActionSpec] = {}
+        for spec in specs or []:
+            self.add(spec)
+
+    @classmethod
+    def from_modules(cls, modules: list[types.ModuleType]) -> ActionRegistry:
+        registry = cls()
+        for module in modules:
+            for obj in vars(module).values():
+                if callable(obj) and hasattr(obj, ACTION_ATTR) and getattr(obj, "__module__", None) == module.__name__:
+                    registry.add(spec_of(obj))
+        return registry
+
+    def add(self, spec: ActionSpec) -> None:
+        if spec.name in self._specs:
+            raise ValueError(f"action '{spec.name}' is defined twice")
+        self._specs[spec.name] = spec
+
+    def get(self, name: str) -> ActionSpec:
+        from engine.errors import UnknownActionError
+
+        try:
+            return self._specs[name]
+        except KeyError:
+            raise UnknownActionError(name) from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._specs
+
+    def __iter__(self) -> Iterator[ActionSpec]:
+        return iter(sorted(self._specs.values(), key=lambda s: s.name))
+
+
+def describe_type(annotation: Any) -> str:
+    if annotation is Any:
+        return "any"
+    origin = typing.get_origin(annotation)
+    if origin in (types.UnionType, typing.Union):
+        return " | ".join(describe_type(a) for a in typing.get_args(annotation))
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(annotation))
+    if origin is not None:
+        args = ", ".join(describe_type(a) for a in typing.get_args(annotation))
+        return f"{getattr(origin, '__name__', str(origin))}[{args}]"
+    if annotation is type(None):
+        return "null"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def check_value(annotation: Any, value: Any) -> str | None:
+    """Return why ``value`` does not fit ``annotation``, or None when it does."""
+    if annotation is Any:
+        return None
+    origin = typing.get_origin(annotation)
+    if origin in (types.UnionType, typing.Union):
+        reasons = [check_value(a, value) for a in typing.get_args(annotation)]
+        return None if any(r is None for r in reasons) else f"expected {describe_type(annotation)}, got {_kind(value)}"
+    if origin is typing.Literal:
+        allowed = typing.get_args(annotation)
+        return None if value in allowed else f"expected {describe_type(annotation)}, got {value!r}"
+    if origin in (list, tuple, set, frozenset) or annotation in (list, tuple):
+        if not isinstance(value, list | tuple):
+            return f"expected a list, got {_kind(value)}"
+        args = typing.get_args(annotation)
+        if args:
+            for i, item in enumerate(value):
+                why = check_value(args[0], item)
+                if why:
+                    return f"item {i}: {why}"
+        return None
+    if origin is dict or annotation is dict:
+        return None if isinstance(value, dict) else f"expected a mapping, got {_kind(value)}"
+    if annotation is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        return None if ok else f"expected a number, got {_kind(value)}"
+    if annotation is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        return None if ok else f"expected an integer, got {_kind(value)}"
+    if annotation is type(None):
+        return None if value is None else f"expected null, got {_kind(value)}"
+    if isinstance(annotation, type):
+        return None if isinstance(value, annotation) else f"expected {describe_type(annotation)}, got {_kind(value)}"
+    return None
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    return f"{type(value).__name__} {value!r}"[:80]
+
+
+__all__ = [
+    "ActionContext",
+    "ActionError",
+    "ActionRegistry",
+    "ActionSpec",
+    "Approvals",
+    "NotYet",
+    "ParamSpec",
+    "StepLogger",
+    "action",
+    "check_value",
+    "describe_type",
+    "spec_of",
+]
