@@ -86,7 +86,7 @@ def _kind(value: Any) -> str:
         shown = value if len(value) <= 40 else value[:37] + "..."
         return f"the string '{shown}'"
     if isinstance(value, list):
-        return "a list"
+        return "a list" if value else "an empty list"
     return "a mapping"
 
 
@@ -126,21 +126,25 @@ class _Checker:
 class _Entry:
     """Typed reads of one mapping entry (a host, a cluster, ...), reporting wrong types in place."""
 
-    def __init__(self, checker: _Checker, path: YPath, data: Mapping[str, Any], what: str) -> None:
+    def __init__(
+        self, checker: _Checker, path: YPath, data: Mapping[str, Any], what: str, valid: bool = True
+    ) -> None:
         self.checker = checker
         self.path = path
         self.data = data
         self.what = what
+        self.valid = valid  # an entry that is not a mapping was reported already: nothing is "missing"
 
     def at(self, key: str) -> YPath:
         return (*self.path, key)
 
-    def bad(self, key: str, expected: str) -> None:
+    def bad(self, key: str, expected: str, fix: str = "") -> None:
         found = _kind(self.data[key])
-        self.checker.error(self.at(key), f"{self.what}: {key} must be {expected}, not {found}")
+        self.checker.error(self.at(key), f"{self.what}: {key} must be {expected}, not {found}{fix}")
 
     def missing(self, key: str, hint: str) -> None:
-        self.checker.error(self.path, f"{self.what}: missing required key '{key}' ({hint})")
+        if self.valid:
+            self.checker.error(self.path, f"{self.what}: missing required key '{key}' ({hint})")
 
     def string(self, key: str, *, hint: str = "") -> str | None:
         value = self.data.get(key)
@@ -165,8 +169,8 @@ class _Entry:
         in_range = isinstance(value, int) and not isinstance(value, bool) and value >= low
         if not in_range or (high is not None and value > high):
             span = f"from {low} to {high}" if high is not None else f"of at least {low}"
-            hint = " (remove the quotes)" if isinstance(value, str) and value.strip().isdigit() else ""
-            self.bad(key, f"an integer {span}{hint}")
+            fix = ": remove the quotes" if isinstance(value, str) and value.strip().isdigit() else ""
+            self.bad(key, f"an integer {span}", fix)
             return None
         assert isinstance(value, int)
         return value
@@ -314,7 +318,7 @@ class _Builder:
             "datacenters": DATACENTER_KEYS, "racks": RACK_KEYS, "clusters": CLUSTER_KEYS, "hosts": HOST_KEYS,
         }[section]
         self.c.known_keys(path, data, allowed, what)
-        return _Entry(self.c, path, data, what)
+        return _Entry(self.c, path, data, what, valid=value is None or isinstance(value, dict))
 
     def ssh(self) -> SSHDefaults:
         data = self.c.mapping(("ssh",), self.data.get("ssh"), "'ssh'")
