@@ -202,7 +202,7 @@ def _ticket_ref(result: Any) -> str | None:
         return None
     try:
         data = result.json()
-    except ValueError:
+    except (ActionError, ValueError):
         return None
     if isinstance(data, dict):
         for key in ("id", "key", "number", "ticket"):
