@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from engine.errors import ValidationError, ValidationIssue
+from engine.errors import Location, ValidationError, ValidationIssue
 from engine.yamlload import Path as YPath
 from engine.yamlload import Positions, load_yaml
 from inventory.model import (
@@ -57,9 +57,9 @@ def parse_inventory(text: str | bytes, file: str, base_dir: Path | None = None) 
     data, positions = load_yaml(text, file)
     checker = _Checker(positions)
     if data is None:
-        checker.error((), "the inventory is empty: it needs at least a 'hosts' mapping "
-                          "(see docs/inventory-format.md)")
-    elif not isinstance(data, dict):
+        empty = "the inventory is empty: it needs at least a 'hosts' mapping (see docs/inventory-format.md)"
+        raise ValidationError([ValidationIssue(Location(file), empty)])
+    if not isinstance(data, dict):
         checker.error((), f"the inventory must be a mapping with keys {_listing(TOP_LEVEL)}, "
                           f"not {_kind(data)}")
     if checker.issues:
