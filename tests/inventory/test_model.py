@@ -67,7 +67,7 @@ def test_select_combined_filters_all_apply(inv: Inventory) -> None:
 )
 def test_select_refuses_undefined_names(inv: Inventory, kwargs: dict[str, str], message: str) -> None:
     with pytest.raises(InventoryError) as e:
-        inv.select(**kwargs)  # type: ignore[arg-type]
+        inv.select(**kwargs)
     assert str(e.value).startswith(message)
 
 

@@ -2,6 +2,9 @@ from pathlib import Path
 from textwrap import dedent
 
 import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from engine.errors import InventoryError, ValidationError
 from inventory import (
@@ -612,3 +615,47 @@ def test_validation_error_issues_carry_locations() -> None:
         "file": "site.yaml", "line": 2, "column": 3, "step": None,
         "message": f"host 'a': {MISSING_ADDRESS}",
     }
+
+
+# --- robustness ------------------------------------------------------------------------------------------
+
+_names = st.sampled_from(["a", "b", "node1", "lab", "par1", "r1", "x y", "12"])
+_fields = st.sampled_from([
+    "address", "port", "user", "jump", "cluster", "datacenter", "rack", "roles", "serial", "devices", "extra",
+    "admin_host", "ceph", "commands", "monitoring", "notify", "osd_stop", "title", "max_hosts_down", "sudo",
+    "connect_timeout", "known_hosts", "bogus",
+])
+_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-5, 70000), st.floats(allow_nan=False, allow_infinity=False),
+    _names, st.sampled_from(["10.0.0.1", "/dev/sdb", "{id}", "{nope}", ""]),
+)
+_values = st.recursive(
+    _scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.one_of(_fields, _names), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+_documents = st.dictionaries(
+    st.sampled_from(["ssh", "datacenters", "racks", "clusters", "hosts", "other"]),
+    st.one_of(_values, st.dictionaries(_names, st.dictionaries(_fields, _values, max_size=5), max_size=4)),
+    max_size=5,
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_documents)
+def test_any_document_either_loads_or_reports_located_issues(doc: dict[str, object]) -> None:
+    text = yaml.safe_dump(doc, sort_keys=False)
+    try:
+        inv = parse_inventory(text, "fuzz.yaml", base_dir=BASE)
+    except ValidationError as e:
+        assert e.issues
+        for issue in e.issues:
+            assert issue.location is not None and issue.location.file == "fuzz.yaml"
+            assert issue.message
+        return
+    inv.as_dict()
+    inv.as_template_context()
+    for cluster in inv.clusters.values():
+        assert cluster.admin_host in inv.hosts
