@@ -7,6 +7,7 @@ inventory can be shared between steps without one step changing what another see
 from __future__ import annotations
 
 import copy
+import datetime
 import difflib
 import fnmatch
 import re
@@ -155,7 +156,12 @@ class Host:
 
 
 def _plain(value: Any) -> Any:
-    """A deep copy made of dicts, lists and scalars only (what JSON and templates expect)."""
+    """A deep copy made of dicts, lists and scalars only (what JSON and templates expect).
+
+    YAML reads an unquoted ``2027-03-31`` in ``extra`` as a date: it becomes its ISO text here.
+    """
+    if isinstance(value, datetime.date):
+        return value.isoformat()
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

@@ -250,7 +250,18 @@ class _Entry:
         if not isinstance(value, dict):
             self.bad(key, "a mapping (free-form)")
             return {}
+        self._no_binary((*self.path, key), f"{key}", value)
         return value
+
+    def _no_binary(self, path: YPath, shown: str, value: Any) -> None:
+        if isinstance(value, bytes):
+            self.checker.error(path, f"{self.what}: {shown} is binary (!!binary); use a plain string")
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                self._no_binary((*path, k), f"{shown}.{k}", v)
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                self._no_binary((*path, i), f"{shown}[{i}]", v)
 
 
 def _command_item(item: str) -> str | None:

@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 from textwrap import dedent
 
@@ -165,6 +166,36 @@ def test_absolute_and_home_paths_are_kept(tmp_path: Path) -> None:
     """)
     assert inv.ssh.known_hosts == "/var/lib/hotswap/known_hosts"
     assert inv.ssh.key_file == str(Path.home() / ".ssh/id_ed25519")
+
+
+def test_extra_is_free_form_and_dates_become_iso_text() -> None:
+    inv = parse("""
+        hosts:
+          n1:
+            address: 10.0.0.1
+            extra:
+              warranty_until: 2027-03-31
+              bmc: {url: "https://x", ports: [623]}
+              checked: 2024-01-02T03:04:05Z
+    """)
+    ctx = inv.as_template_context()["hosts"]["n1"]["extra"]
+    assert ctx == {
+        "warranty_until": "2027-03-31", "bmc": {"url": "https://x", "ports": [623]},
+        "checked": "2024-01-02T03:04:05+00:00",
+    }
+    assert json.loads(json.dumps(inv.as_dict()))["hosts"]["n1"]["extra"]["warranty_until"] == "2027-03-31"
+
+
+def test_binary_values_are_refused_in_extra() -> None:
+    assert issues("""
+        hosts:
+          n1:
+            address: 10.0.0.1
+            extra:
+              blobs: [ok, !!binary aGk=]
+    """) == [
+        "inv.yaml:5:19: host 'n1': extra.blobs[1] is binary (!!binary); use a plain string",
+    ]
 
 
 def test_relative_paths_resolve_against_the_file_directory(
