@@ -85,7 +85,8 @@ def inv(rx: Receiver) -> Inventory:
 
 def notify(ctx: ActionContext, **params: Any) -> dict[str, Any]:
     params.setdefault("reason", "OSD 12 disk failed SMART")
-    return dc.notify(ctx, cluster="lab", host="node1", run_url=RUN_URL, **params)
+    result: dict[str, Any] = dc.notify(ctx, cluster="lab", host="node1", run_url=RUN_URL, **params)
+    return result
 
 
 def test_notify_reaches_every_configured_channel(rx: Receiver, inv: Inventory) -> None:

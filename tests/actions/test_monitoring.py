@@ -42,11 +42,15 @@ def make_ctx(inv: Inventory, run_id: str, *, dry_run: bool = False) -> ActionCon
 
 
 def down(inv: Inventory, run_id: str, host: str = "node1", **params: Any) -> dict[str, Any]:
-    return monitoring.set_downtime(make_ctx(inv, run_id), cluster="lab", host=host, **params)
+    ctx = make_ctx(inv, run_id)
+    result: dict[str, Any] = monitoring.set_downtime(ctx, cluster="lab", host=host, **params)
+    return result
 
 
 def clear(inv: Inventory, run_id: str, host: str = "node1", **params: Any) -> dict[str, Any]:
-    return monitoring.clear_downtime(make_ctx(inv, run_id), cluster="lab", host=host, **params)
+    ctx = make_ctx(inv, run_id)
+    result: dict[str, Any] = monitoring.clear_downtime(ctx, cluster="lab", host=host, **params)
+    return result
 
 
 def make_inventory(url: str, **monitoring_extra: str) -> Inventory:

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, cast
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 POLL_INTERVAL = 0.05
@@ -142,12 +142,12 @@ class Mail:
 
     @property
     def message(self) -> EmailMessage:
-        return cast(EmailMessage, email.message_from_bytes(self.data, policy=email.policy.default))
+        return email.message_from_bytes(self.data, policy=email.policy.default)
 
     @property
     def body(self) -> str:
         part = self.message.get_body(preferencelist=("plain",))
-        return "" if part is None else str(cast(EmailMessage, part).get_content())
+        return "" if part is None else str(part.get_content())
 
 
 @dataclass
