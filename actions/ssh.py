@@ -516,7 +516,11 @@ class SSHToolkit:
             if stop is not None:
                 self._kill(ep, channel, out, err, sudo)
                 raise stop
-            select.select([channel], [], [], max(0.0, min(POLL_INTERVAL, deadline - time.monotonic())))
+            wait = max(0.0, min(POLL_INTERVAL, deadline - time.monotonic()))
+            if channel.eof_received:  # the channel's pipe stays readable after EOF: wait for the status
+                channel.status_event.wait(wait)
+            else:
+                select.select([channel], [], [], wait)
         self._drain(channel, out, err)
         out.feed(b"", final=True)
         err.feed(b"", final=True)

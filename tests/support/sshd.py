@@ -55,7 +55,7 @@ def generate_key(path: Path, comment: str = "hotswap-test") -> Path:
 class Sshd:
     """One sshd process. ``start()``/``stop()`` may be called repeatedly; keys and port are kept."""
 
-    def __init__(self, directory: Path, *, port: int | None = None) -> None:
+    def __init__(self, directory: Path, *, port: int | None = None, client_key: Path | None = None) -> None:
         if not SSHD.exists():
             raise SshdUnavailable(
                 f"{SSHD} not found: apt-get install -y --no-install-recommends openssh-server"
@@ -65,9 +65,9 @@ class Sshd:
         self.port = port or free_port()
         self.user = getpass.getuser()
         self.host_key = generate_key(self.dir / "ssh_host_ed25519_key", "host")
-        self.client_key = generate_key(self.dir / "id_ed25519", "client")
+        self.client_key = client_key or generate_key(self.dir / "id_ed25519", "client")
         self.authorized_keys = self.dir / "authorized_keys"
-        self.authorized_keys.write_text((self.dir / "id_ed25519.pub").read_text())
+        self.authorized_keys.write_text(Path(f"{self.client_key}.pub").read_text())
         self.known_hosts = self.dir / "known_hosts"
         self.known_hosts.write_text(self.known_hosts_line() + "\n")
         self.pid_file = self.dir / "sshd.pid"
@@ -201,7 +201,10 @@ def _descendants(pid: int) -> list[int]:
 
 
 @contextmanager
-def running_sshd(directory: Path) -> Iterator[Sshd]:
-    """Start an sshd in ``directory`` (created if needed) and stop it on exit."""
-    with Sshd(directory) as server:
+def running_sshd(directory: Path, *, client_key: Path | None = None) -> Iterator[Sshd]:
+    """Start an sshd in ``directory`` (created if needed) and stop it on exit.
+
+    ``client_key`` (a private key with its ``.pub`` next to it) is authorized instead of a new one,
+    so several servers can accept the same client."""
+    with Sshd(directory, client_key=client_key) as server:
         yield server
