@@ -6,7 +6,7 @@ import importlib
 
 from actions.base import ActionContext, ActionRegistry, ActionSpec, NotYet, action
 
-ACTION_MODULES = ["actions.core"]
+ACTION_MODULES = ["actions.core", "actions.monitoring", "actions.dc", "actions.chat"]
 """Modules whose @action functions make up the default registry."""
 
 

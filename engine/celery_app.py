@@ -1,0 +1,171 @@
+"""The only module that knows Celery: the app, its settings, the step tasks, publishing, and the
+worker's ticker (timers and expired leases).
+
+Steps are ordinary tasks with late acknowledgement and reject-on-worker-lost. Nothing is ever
+published with a countdown or ETA (those sit unacknowledged past the Redis visibility timeout and
+run twice): waits are durable timers in Redis that the ticker turns into messages when due.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+from celery import Celery, signals
+from celery.exceptions import SoftTimeLimitExceeded
+
+from engine import config as hconfig
+from engine.keys import BROKER_VISIBILITY_TIMEOUT, TICK_SECONDS
+from engine.states import Status
+
+log = logging.getLogger("hotswap.worker")
+
+QUICK_QUEUE = "hotswap"
+POLL_QUEUE = "hotswap.poll"
+STEP_TASK = "hotswap.step"
+CANVAS_STEP_TASK = "hotswap.canvas_step"
+NOOP_TASK = "hotswap.noop"
+
+
+class CanvasStepFailed(Exception):
+    """Raised by a canvas step task so native Celery stops the chain."""
+
+
+def make_app(redis_url: str) -> Celery:
+    app = Celery("hotswap", broker=redis_url, set_as_current=False)
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        task_serializer="json",
+        accept_content=["json"],
+        broker_transport_options={"visibility_timeout": BROKER_VISIBILITY_TIMEOUT},
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        worker_max_tasks_per_child=10_000,
+        task_default_queue=QUICK_QUEUE,
+        worker_send_task_events=False,
+        task_send_sent_event=False,
+    )
+    _register_tasks(app)
+    return app
+
+
+def _register_tasks(app: Celery) -> None:
+    @app.task(name=STEP_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
+    def step(self: Any, run_id: str, step_id: str) -> str:
+        return runtime(app).executor.run_step(run_id, step_id)
+
+    @app.task(name=CANVAS_STEP_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
+    def canvas_step(self: Any, run_id: str, step_id: str) -> str:
+        outcome = runtime(app).canvas_executor.run_step(run_id, step_id)
+        if outcome in ("waiting", "retrying", "early", "busy"):
+            raise self.retry(countdown=1.0)
+        if outcome == Status.FAILED:
+            raise CanvasStepFailed(f"step {step_id} failed")
+        return outcome
+
+    @app.task(name=NOOP_TASK, acks_late=True)
+    def noop(counter: str) -> None:
+        runtime(app).store.r.incr(counter)
+
+
+class Runtime:
+    """Per-process state of a worker or client: the store, executors, and how to publish steps."""
+
+    def __init__(self, app: Celery) -> None:
+        from actions import default_registry
+        from engine.context import toolkit_factory
+        from engine.executor import Executor
+        from engine.store import Store
+
+        self.app = app
+        self.store = Store(hconfig.redis_client(app.conf.broker_url))
+        registry = default_registry()
+        worker = f"{socket.gethostname()}:{os.getpid()}"
+        factory = toolkit_factory()
+        self.executor = Executor(self.store, registry, self.publish, worker, factory, (SoftTimeLimitExceeded,))
+        self.canvas_executor = Executor(self.store, registry, lambda run_id, ids: None, worker, factory,
+                                        (SoftTimeLimitExceeded,))
+
+    def publish(self, run_id: str, step_ids: Iterable[str]) -> None:
+        plan = self.store.plan(run_id)
+        task = self.app.tasks[STEP_TASK]
+        with self.app.producer_or_acquire() as producer:
+            for sid in step_ids:
+                step = plan.steps.get(sid)
+                options: dict[str, Any] = {"producer": producer, "queue": QUICK_QUEUE}
+                if step is not None and step.timeout:
+                    options["soft_time_limit"] = step.timeout
+                    options["time_limit"] = step.timeout + 30
+                task.apply_async(kwargs={"run_id": run_id, "step_id": sid}, **options)
+
+    def tick(self) -> int:
+        """Publish steps whose timer is due or whose worker lost its lease. Returns how many."""
+        due = self.store.due_timers() + self.store.expired_leases()
+        by_run: dict[str, list[str]] = {}
+        for run_id, sid in due:
+            by_run.setdefault(run_id, []).append(sid)
+        for run_id, sids in by_run.items():
+            try:
+                self.publish(run_id, sids)
+            except KeyError:
+                log.warning("timer for unknown run %s dropped", run_id)
+        return len(due)
+
+
+_runtimes: dict[int, Runtime] = {}
+_lock = threading.Lock()
+
+
+def runtime(app: Celery) -> Runtime:
+    key = id(app)
+    with _lock:
+        rt = _runtimes.get(key)
+        if rt is None or getattr(rt, "_pid", None) != os.getpid():
+            rt = Runtime(app)
+            rt._pid = os.getpid()  # type: ignore[attr-defined]
+            _runtimes[key] = rt
+        return rt
+
+
+class Ticker:
+    """Runs in each worker's main process: turns due timers and expired leases into step messages."""
+
+    def __init__(self, app: Celery) -> None:
+        self.app = app
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="hotswap-ticker", daemon=True)
+
+    def _loop(self) -> None:
+        rt = runtime(self.app)
+        while not self.stop.wait(TICK_SECONDS):
+            try:
+                rt.tick()
+            except (OSError, ConnectionError) as e:
+                log.warning("ticker: %s (retrying)", e)
+            except Exception:  # noqa: BLE001 - the ticker must outlive one bad tick; it is logged
+                log.exception("ticker failed; continuing")
+
+
+def run_worker(app: Celery, *, concurrency: int = 2, queues: str = f"{QUICK_QUEUE},{POLL_QUEUE}",
+               loglevel: str = "INFO", extra: list[str] | None = None) -> None:
+    """Run a Celery worker (prefork) plus the ticker in this process. Blocks until shutdown."""
+    ticker = Ticker(app)
+
+    def start(**_: Any) -> None:
+        ticker.thread.start()
+
+    def stop(**_: Any) -> None:
+        ticker.stop.set()
+
+    signals.worker_ready.connect(start, weak=False)
+    signals.worker_shutdown.connect(stop, weak=False)
+    argv = ["worker", f"--concurrency={concurrency}", "-Q", queues, f"--loglevel={loglevel}", "-P", "prefork",
+            "--without-gossip", "--without-mingle", "--without-heartbeat", *(extra or [])]
+    app.worker_main(argv)

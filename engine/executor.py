@@ -1,0 +1,329 @@
+"""Executing one step: claim it, pass its gates, render its arguments, run its action, record the
+outcome and hand the successors it released to ``enqueue``. Knows nothing of Celery."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from actions.base import ActionContext, ActionRegistry, NotYet, check_value
+from engine import templating
+from engine.errors import HotswapError, StepTimeout
+from engine.keys import HEARTBEAT_SECONDS
+from engine.plan import Plan, PlanStep
+from engine.states import Status
+from engine.store import Claim, Store
+
+Enqueue = Callable[[str, list[str]], None]
+"""enqueue(run_id, step_ids): make these steps run soon (a Celery publish in production)."""
+
+
+@dataclass
+class Toolkits:
+    """What the executor hands actions besides the logger; built per step by a factory."""
+
+    inventory: Any = None
+    ssh: Any = None
+    http: Any = None
+
+
+ToolkitFactory = Callable[[str, Any, bool, Callable[..., None], list[str], Callable[[], bool]], Toolkits]
+"""factory(run_id, log, dry_run, would, secrets, cancelled) -> Toolkits."""
+
+
+def no_toolkits(run_id: str, log: Any, dry_run: bool, would: Callable[..., None], secrets: list[str],
+                cancelled: Callable[[], bool]) -> Toolkits:
+    return Toolkits()
+
+
+class StepLog:
+    """The step logger actions receive: lines go to the step's log and the run's event stream."""
+
+    def __init__(self, store: Store, run_id: str, step_id: str, secrets: list[str]) -> None:
+        self.store, self.run_id, self.step_id, self.secrets = store, run_id, step_id, [s for s in secrets if s]
+
+    def _write(self, level: str, message: str) -> None:
+        for secret in self.secrets:
+            message = message.replace(secret, "***")
+        self.store.log(self.run_id, self.step_id, level, message)
+
+    def info(self, message: str) -> None:
+        self._write("info", message)
+
+    def warning(self, message: str) -> None:
+        self._write("warning", message)
+
+    def error(self, message: str) -> None:
+        self._write("error", message)
+
+
+class StepsView(Mapping[str, Any]):
+    """``steps`` in templates: earlier steps' status and result, read from the store on demand.
+
+    Inside a for_each item, ``steps.x`` means that item's own step ``x`` first. A for_each id gives
+    ``{"status": ..., "results": [last step result of each item]}``.
+    """
+
+    def __init__(self, lookup: Callable[[list[str]], list[tuple[str | None, Any]]], plan: Plan,
+                 prefixes: list[str]) -> None:
+        self._lookup, self._plan, self._prefixes = lookup, plan, prefixes
+        self._cache: dict[str, Any] = {}
+
+    def _resolve(self, name: str) -> str | None:
+        for prefix in self._prefixes:
+            if prefix + name in self._plan.steps or prefix + name in self._plan.groups:
+                return prefix + name
+        if name in self._plan.steps or name in self._plan.groups:
+            return name
+        return None
+
+    def __getitem__(self, name: str) -> Any:
+        if name in self._cache:
+            return self._cache[name]
+        sid = self._resolve(name)
+        if sid is None:
+            raise KeyError(name)
+        if sid in self._plan.groups:
+            members = [m for m in self._plan.groups[sid] if m]
+            found = self._lookup(members)
+            statuses = {s for s, _ in found}
+            value: Any = {
+                "status": "succeeded" if statuses <= {"succeeded", "skipped"} else "incomplete",
+                "results": [r for _, r in found],
+            }
+        else:
+            status, result = self._lookup([sid])[0]
+            value = {"status": status, "result": result}
+        self._cache[name] = value
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._plan.steps)
+
+    def __len__(self) -> int:
+        return len(self._plan.steps)
+
+
+def template_context(plan: Plan, step: PlanStep, steps: Mapping[str, Any], run: Mapping[str, Any],
+                     inventory: Any, memory: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "params": plan.params,
+        "inventory": inventory,
+        "steps": steps,
+        "run": run,
+        "now": time.time(),
+        "poll": int(memory.get("polls", 0)),
+        **step.scope,
+    }
+
+
+def run_metadata(record: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: record.get(k) for k in ("id", "runbook", "launched_by", "source", "created", "started", "dry_run")}
+
+
+def retry_delay(retry: Mapping[str, Any], attempt: int, rng: random.Random | None = None) -> float:
+    """Exponential backoff: backoff * 2^(attempt-1), capped at max_delay, with full jitter when enabled."""
+    base = float(retry.get("backoff", 2.0)) * (2 ** max(0, attempt - 1))
+    delay = min(base, float(retry.get("max_delay", 300.0)))
+    if retry.get("jitter", True):
+        delay = (rng or random).uniform(delay / 2, delay)
+    return delay
+
+
+class _Heartbeat:
+    """Renews the step's lease while its action runs; notices a lost lease or a cancelled run."""
+
+    def __init__(self, store: Store, run_id: str, step_id: str, token: str, memory: dict[str, Any]) -> None:
+        self.store, self.run_id, self.step_id, self.token, self.memory = store, run_id, step_id, token, memory
+        self.stop = threading.Event()
+        self.lost = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name=f"heartbeat-{step_id}", daemon=True)
+
+    def _loop(self) -> None:
+        while not self.stop.wait(HEARTBEAT_SECONDS):
+            try:
+                alive = self.store.heartbeat(self.run_id, self.step_id, self.token, dict(self.memory))
+                status = self.store.r.hget(self.store.keys.run(self.run_id), "status")
+            except OSError:
+                continue  # Redis briefly away: the lease has slack; try again next beat
+            if not alive or (status is not None and status.decode() == Status.CANCELLED):
+                self.lost.set()
+
+    def cancelled(self) -> bool:
+        return self.lost.is_set()
+
+
+@contextmanager
+def _heartbeat(store: Store, run_id: str, step_id: str, token: str, memory: dict[str, Any]) -> Iterator[_Heartbeat]:
+    beat = _Heartbeat(store, run_id, step_id, token, memory)
+    beat.thread.start()
+    try:
+        yield beat
+    finally:
+        beat.stop.set()
+        beat.thread.join(timeout=5)
+
+
+@dataclass
+class Executor:
+    store: Store
+    registry: ActionRegistry
+    enqueue: Enqueue
+    worker: str = "worker"
+    toolkits: ToolkitFactory = no_toolkits
+    interrupts: tuple[type[BaseException], ...] = ()
+    """Exceptions the task runtime raises into a step that ran past its time limit."""
+    rng: random.Random = field(default_factory=random.Random)
+
+    def run_step(self, run_id: str, step_id: str) -> str:
+        """Execute one step if it is this worker's to execute; return what happened (for logs and tests)."""
+        claim = self.store.claim(run_id, step_id, self.worker)
+        if not claim.ok:
+            return claim.outcome
+        plan = self.store.plan(run_id)
+        step = plan.steps[step_id]
+        record = self.store.run(run_id)
+        secrets = [str(s) for s in record.get("secret_values") or []]
+        log = StepLog(self.store, run_id, step_id, secrets)
+        memory = dict(claim.memory or {})
+        try:
+            return self._execute(plan, step, record, claim, log, memory, secrets)
+        except self.interrupts:
+            return self._fail_or_retry(run_id, step, claim, memory,
+                                       StepTimeout(step_id, step.timeout or 0).args[0], log)
+
+    def _execute(self, plan: Plan, step: PlanStep, record: Mapping[str, Any], claim: Claim, log: StepLog,
+                 memory: dict[str, Any], secrets: list[str]) -> str:
+        run_id, now = record["id"], time.time()
+        memory.setdefault("first_started", now)
+        if step.timeout and now > memory["first_started"] + step.timeout:
+            return self._finish(run_id, step, claim, Status.FAILED, memory,
+                                error=str(StepTimeout(step.id, step.timeout)))
+        if step.approval:
+            gate = self._approval_gate(run_id, step, claim, memory, log)
+            if gate is not None:
+                return gate
+        cancelled_flag = threading.Event()
+        planned: list[dict[str, Any]] = []
+        ctx = ActionContext(
+            run_id=run_id, step_id=step.id, attempt=claim.attempt, dry_run=bool(record.get("dry_run")), log=log,
+            memory=memory, run=run_metadata(record), planned=planned, cancelled=cancelled_flag.is_set,
+        )
+        tk = self.toolkits(run_id, log, ctx.dry_run, ctx.would, secrets, cancelled_flag.is_set)
+        ctx.inventory, ctx.ssh, ctx.http = tk.inventory, tk.ssh, tk.http
+        ctx.approvals = _FixedDecision(claim.decision)
+        steps = StepsView(lambda ids: self.store.results(run_id, ids), plan, step.prefixes)
+        inventory_ctx = tk.inventory.as_template_context() if hasattr(tk.inventory, "as_template_context") else {}
+        context = template_context(plan, step, steps, ctx.run, inventory_ctx, memory)
+        try:
+            if step.when is not None and not templating.render(step.when, context):
+                log.info(f"skipped: condition {step.when} is false")
+                return self._finish(run_id, step, claim, Status.SKIPPED, memory)
+            args = templating.render(step.args, context)
+            spec = self.registry.get(step.action)
+            for name, value in args.items():
+                why = check_value(spec.params[name].annotation, value) if name in spec.params else "unknown argument"
+                if why:
+                    raise HotswapError(f"argument '{name}' of {step.action}: {why}")
+        except HotswapError as e:
+            log.error(str(e))
+            return self._finish(run_id, step, claim, Status.FAILED, memory, error=str(e))
+        with _heartbeat(self.store, run_id, step.id, claim.token, memory) as beat:
+            ctx.cancelled = lambda: beat.cancelled() or cancelled_flag.is_set()
+            try:
+                result = spec(ctx, **args)
+            except NotYet as wait:
+                return self._park_poll(run_id, step, claim, memory, wait, log)
+            except HotswapError as e:
+                return self._fail_or_retry(run_id, step, claim, memory, str(e), log)
+            except Exception as e:  # noqa: BLE001 - any bug in an action must become a recorded step failure
+                return self._fail_or_retry(run_id, step, claim, memory, f"{type(e).__name__}: {e}", log)
+        if planned:
+            result = {"result": result, "dry_run": planned} if not isinstance(result, dict) else {**result, "dry_run": planned}
+        return self._finish(run_id, step, claim, Status.SUCCEEDED, memory, result=result)
+
+    def _approval_gate(self, run_id: str, step: PlanStep, claim: Claim, memory: dict[str, Any],
+                       log: StepLog) -> str | None:
+        """None when the action may run; otherwise the step was parked or finished here."""
+        approval = step.approval or {}
+        decision = claim.decision
+        now = time.time()
+        if decision is None:
+            timeout = approval.get("timeout")
+            deadline = memory.setdefault("approval_deadline", now + timeout if timeout else None)
+            if deadline is not None and now >= deadline:
+                outcome = approval.get("on_timeout", "reject")
+                decision = {"approved": outcome == "approve", "by": "timeout", "comment": f"no decision in {timeout:g}s"}
+                self.store.record_decision(run_id, step.id, decision)
+                log.warning(f"approval timed out after {timeout:g}s: on_timeout={outcome}")
+            else:
+                if not memory.get("approval_requested"):
+                    memory["approval_requested"] = now
+                    who = ", ".join(approval.get("approvers") or []) or "anyone allowed"
+                    log.info(f"waiting for approval ({who}): {approval.get('message', '')}")
+                    self.store.event(run_id, type="approval_requested", step=step.id,
+                                     message=approval.get("message", ""), approvers=",".join(approval.get("approvers") or []))
+                wake = deadline if deadline is not None else now + 86400
+                self.store.park(run_id, step.id, claim.token, kind="approval", wake_at=wake,
+                                reason=f"waiting for approval: {approval.get('message', '')}", memory=memory)
+                return "waiting"
+        if not decision.get("approved"):
+            error = f"not approved by {decision.get('by')}: {decision.get('comment') or 'rejected'}"
+            return self._finish(run_id, step, claim, Status.FAILED, memory, error=error)
+        return None
+
+    def _park_poll(self, run_id: str, step: PlanStep, claim: Claim, memory: dict[str, Any], wait: NotYet,
+                   log: StepLog) -> str:
+        wake = time.time() + wait.after
+        if step.timeout:
+            deadline = memory["first_started"] + step.timeout
+            if time.time() >= deadline:
+                return self._finish(run_id, step, claim, Status.FAILED, memory,
+                                    error=f"{StepTimeout(step.id, step.timeout)} (last: {wait.reason or 'not ready'})")
+            wake = min(wake, deadline)
+        if wait.reason and wait.reason != memory.get("last_wait_reason"):
+            log.info(f"waiting: {wait.reason}")
+        memory["last_wait_reason"] = wait.reason
+        self.store.park(run_id, step.id, claim.token, kind="poll", wake_at=wake, reason=wait.reason, memory=memory)
+        return "waiting"
+
+    def _fail_or_retry(self, run_id: str, step: PlanStep, claim: Claim, memory: dict[str, Any], error: str,
+                       log: StepLog) -> str:
+        attempts = int(step.retry.get("attempts", 1))
+        log.error(f"attempt {claim.attempt}/{attempts} failed: {error}")
+        if claim.attempt < attempts:
+            delay = retry_delay(step.retry, claim.attempt, self.rng)
+            if step.timeout and time.time() + delay > memory["first_started"] + step.timeout:
+                return self._finish(run_id, step, claim, Status.FAILED, memory,
+                                    error=f"{error} (no time left for a retry within the step timeout)")
+            log.info(f"retrying in {delay:.1f}s")
+            self.store.park(run_id, step.id, claim.token, kind="retry", wake_at=time.time() + delay,
+                            reason=f"retry after: {error}", memory=memory)
+            return "retrying"
+        return self._finish(run_id, step, claim, Status.FAILED, memory, error=error)
+
+    def _finish(self, run_id: str, step: PlanStep, claim: Claim, status: Status, memory: dict[str, Any], *,
+                result: Any = None, error: str = "") -> str:
+        try:
+            ready = self.store.complete(run_id, step.id, claim.token, status, result=result, error=error, memory=memory)
+        except ValueError as e:
+            ready = self.store.complete(run_id, step.id, claim.token, Status.FAILED, error=str(e), memory=memory)
+            status = Status.FAILED
+        if ready is None:
+            return "stale"
+        if ready:
+            self.enqueue(run_id, ready)
+        return status.value
+
+
+class _FixedDecision:
+    def __init__(self, decision: dict[str, Any] | None) -> None:
+        self._decision = decision
+
+    def decision(self) -> dict[str, Any] | None:
+        return self._decision

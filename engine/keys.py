@@ -1,0 +1,76 @@
+"""Every Redis key, TTL and timing default hotswap uses, named once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_PREFIX = "hotswap:"
+
+LEASE_SECONDS = 30.0
+"""A running step's lease; its worker renews it every LEASE_SECONDS / 3. An expired lease means the worker died."""
+HEARTBEAT_SECONDS = LEASE_SECONDS / 3
+TIMER_REARM_SECONDS = 60.0
+"""A due timer handed to the queue is re-armed this far ahead until the step claims it (a lost message retries)."""
+TICK_SECONDS = 0.25
+"""How often each worker looks for due timers and expired leases. Step-to-step release does not wait for it."""
+BROKER_VISIBILITY_TIMEOUT = 3600 * 6
+"""Redis transport visibility timeout. hotswap never uses countdown/ETA, so no message outlives it by design."""
+MAX_RESULT_BYTES = 256 * 1024
+MAX_LOG_LINE = 4000
+FINISHED_RUN_TTL: int | None = None
+"""Finished runs are kept (audit); set a TTL in seconds to expire them."""
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = DEFAULT_PREFIX
+
+    @property
+    def runs(self) -> str:
+        return f"{self.prefix}runs"
+
+    @property
+    def timers(self) -> str:
+        return f"{self.prefix}timers"
+
+    @property
+    def leases(self) -> str:
+        return f"{self.prefix}leases"
+
+    @property
+    def audit(self) -> str:
+        return f"{self.prefix}audit"
+
+    def run(self, run_id: str) -> str:
+        return f"{self.prefix}run:{run_id}"
+
+    def plan(self, run_id: str) -> str:
+        return f"{self.prefix}run:{run_id}:plan"
+
+    def statuses(self, run_id: str) -> str:
+        return f"{self.prefix}run:{run_id}:status"
+
+    def remaining(self, run_id: str) -> str:
+        return f"{self.prefix}run:{run_id}:remaining"
+
+    def step(self, run_id: str, step_id: str) -> str:
+        return f"{self.prefix}run:{run_id}:step:{step_id}"
+
+    def log(self, run_id: str, step_id: str) -> str:
+        return f"{self.prefix}run:{run_id}:log:{step_id}"
+
+    def events(self, run_id: str) -> str:
+        return f"{self.prefix}run:{run_id}:events"
+
+    def lock(self, name: str) -> str:
+        return f"{self.prefix}lock:{name}"
+
+    @staticmethod
+    def member(run_id: str, step_id: str) -> str:
+        """How a step is named in the global timer and lease sets."""
+        return f"{run_id}|{step_id}"
+
+    @staticmethod
+    def split_member(member: str) -> tuple[str, str]:
+        run_id, _, step_id = member.partition("|")
+        return run_id, step_id

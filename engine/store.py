@@ -1,0 +1,515 @@
+"""Run state in Redis: run records, per-step state, logs, the event stream, timers and leases.
+
+Every transition that must be atomic (claiming a step, completing it and releasing its successors,
+parking it until a timer) is one Lua script, so successors are released exactly once however
+completions race and however often a message is delivered.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from engine.errors import InvalidTransition, RunNotFound, StepNotFound
+from engine.keys import LEASE_SECONDS, MAX_LOG_LINE, MAX_RESULT_BYTES, TIMER_REARM_SECONDS, Keys
+from engine.plan import Plan
+from engine.states import DONE_OK, Status
+
+_CLAIM = """
+local run_key, statuses, remaining, detail, events, leases, timers = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local step, now, lease, worker, member = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5]
+local run_status = redis.call('HGET', run_key, 'status')
+if run_status ~= 'running' then return {'run_' .. tostring(run_status)} end
+local st = redis.call('HGET', statuses, step)
+local new_attempt = false
+if st == 'pending' then
+  if tonumber(redis.call('HGET', remaining, step) or '0') > 0 then return {'not_ready'} end
+  new_attempt = true
+  redis.call('HINCRBY', run_key, 'n_active', 1)
+elseif st == 'waiting' then
+  local wake = tonumber(redis.call('HGET', detail, 'wake_at') or '0')
+  if wake > now then return {'early', tostring(wake)} end
+  new_attempt = redis.call('HGET', detail, 'wait_kind') == 'retry'
+elseif st == 'running' then
+  local until_ = tonumber(redis.call('HGET', detail, 'lease_until') or '0')
+  if until_ > now then return {'busy'} end
+  new_attempt = true
+else
+  redis.call('ZREM', timers, member)
+  return {'done', tostring(st)}
+end
+local token = redis.call('HINCRBY', detail, 'token', 1)
+local attempt = tonumber(redis.call('HGET', detail, 'attempt') or '0')
+if new_attempt then attempt = redis.call('HINCRBY', detail, 'attempt', 1) end
+redis.call('HSET', statuses, step, 'running')
+redis.call('HSET', detail, 'lease_until', now + lease, 'worker', worker, 'status', 'running')
+if not redis.call('HGET', detail, 'started') then redis.call('HSET', detail, 'started', now) end
+redis.call('ZADD', leases, now + lease, member)
+redis.call('ZREM', timers, member)
+local kind = 'running'
+if st == 'running' then kind = 'takeover' end
+redis.call('XADD', events, '*', 'type', 'step', 'step', step, 'status', 'running', 'kind', kind,
+  'attempt', attempt, 'worker', worker, 't', now)
+return {'ok', tostring(token), tostring(attempt),
+  redis.call('HGET', detail, 'memory') or '{}', redis.call('HGET', detail, 'decision') or ''}
+"""
+
+_COMPLETE = """
+local run_key, statuses, remaining, detail, events, leases = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local step, token, status, result, err, now, member, memory = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6]), ARGV[7], ARGV[8]
+if redis.call('HGET', detail, 'token') ~= token or redis.call('HGET', statuses, step) ~= 'running' then
+  return {'stale'}
+end
+redis.call('HSET', statuses, step, status)
+redis.call('HSET', detail, 'status', status, 'finished', now, 'result', result, 'error', err, 'memory', memory)
+redis.call('HDEL', detail, 'lease_until', 'wake_at', 'wait_kind', 'waiting_reason')
+redis.call('ZREM', leases, member)
+redis.call('HINCRBY', run_key, 'n_active', -1)
+redis.call('XADD', events, '*', 'type', 'step', 'step', step, 'status', status, 'error', err, 't', now)
+local run_status = redis.call('HGET', run_key, 'status')
+local ready = {'ok'}
+if status == 'succeeded' or status == 'skipped' then
+  local done = redis.call('HINCRBY', run_key, 'n_done', 1)
+  for i = 9, #ARGV do
+    local succ = ARGV[i]
+    local left = redis.call('HINCRBY', remaining, succ, -1)
+    if left == 0 and redis.call('HGET', statuses, succ) == 'pending' and run_status == 'running' then
+      table.insert(ready, succ)
+    end
+  end
+  if done == tonumber(redis.call('HGET', run_key, 'n_steps')) and run_status == 'running' then
+    redis.call('HSET', run_key, 'status', 'succeeded', 'finished', now)
+    redis.call('XADD', events, '*', 'type', 'run', 'status', 'succeeded', 't', now)
+  end
+elseif status == 'failed' then
+  redis.call('HINCRBY', run_key, 'n_failed', 1)
+  if run_status == 'running' then
+    local reason = 'step ' .. step .. ' failed: ' .. err
+    redis.call('HSET', run_key, 'status', 'failed', 'reason', reason, 'finished', now)
+    redis.call('XADD', events, '*', 'type', 'run', 'status', 'failed', 'reason', reason, 't', now)
+  end
+end
+return ready
+"""
+
+_WAIT = """
+local statuses, detail, events, leases, timers = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local step, token, kind, wake, reason, memory, now, member = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6], tonumber(ARGV[7]), ARGV[8]
+if redis.call('HGET', detail, 'token') ~= token or redis.call('HGET', statuses, step) ~= 'running' then
+  return 0
+end
+redis.call('HSET', statuses, step, 'waiting')
+redis.call('HSET', detail, 'status', 'waiting', 'wake_at', wake, 'wait_kind', kind, 'waiting_reason', reason, 'memory', memory)
+redis.call('HDEL', detail, 'lease_until')
+redis.call('ZREM', leases, member)
+redis.call('ZADD', timers, wake, member)
+redis.call('XADD', events, '*', 'type', 'step', 'step', step, 'status', 'waiting', 'kind', kind, 'reason', reason,
+  'wake_at', wake, 't', now)
+return 1
+"""
+
+_HEARTBEAT = """
+local detail, leases = KEYS[1], KEYS[2]
+local token, until_, member, memory = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+if redis.call('HGET', detail, 'token') ~= token or redis.call('HGET', detail, 'status') ~= 'running' then return 0 end
+redis.call('HSET', detail, 'lease_until', until_, 'memory', memory)
+redis.call('ZADD', leases, until_, member)
+return 1
+"""
+
+_POP_DUE = """
+local zset, now, rearm, limit = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local due = redis.call('ZRANGEBYSCORE', zset, '-inf', now, 'LIMIT', 0, limit)
+for _, m in ipairs(due) do redis.call('ZADD', zset, now + rearm, m) end
+return due
+"""
+
+_CANCEL = """
+local run_key, statuses, events, timers = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local now, by, run_id = tonumber(ARGV[1]), ARGV[2], ARGV[3]
+local st = redis.call('HGET', run_key, 'status')
+if st ~= 'running' and st ~= 'pending' and st ~= 'waiting' then return {'not_active', tostring(st)} end
+redis.call('HSET', run_key, 'status', 'cancelled', 'reason', 'cancelled by ' .. by, 'finished', now)
+local all = redis.call('HGETALL', statuses)
+local running = {'ok'}
+for i = 1, #all, 2 do
+  local step, s = all[i], all[i + 1]
+  if s == 'pending' or s == 'waiting' then
+    redis.call('HSET', statuses, step, 'cancelled')
+    redis.call('ZREM', timers, run_id .. '|' .. step)
+    if s == 'waiting' then redis.call('HINCRBY', run_key, 'n_active', -1) end
+  elseif s == 'running' then
+    table.insert(running, step)
+  end
+end
+redis.call('XADD', events, '*', 'type', 'run', 'status', 'cancelled', 'reason', 'cancelled by ' .. by, 't', now)
+return running
+"""
+
+
+@dataclass(frozen=True)
+class Claim:
+    outcome: str
+    token: str = ""
+    attempt: int = 0
+    memory: dict[str, Any] | None = None
+    decision: dict[str, Any] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "ok"
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _decode_hash(raw: Mapping[Any, Any]) -> dict[str, str]:
+    return {_s(k): _s(v) for k, v in raw.items()}
+
+
+class Store:
+    """All of hotswap's Redis state. One instance per process; safe to share between threads."""
+
+    def __init__(self, client: redis.Redis, keys: Keys | None = None) -> None:
+        self.r = client
+        self.keys = keys or Keys()
+        self._claim = client.register_script(_CLAIM)
+        self._complete = client.register_script(_COMPLETE)
+        self._wait = client.register_script(_WAIT)
+        self._heartbeat = client.register_script(_HEARTBEAT)
+        self._pop_due = client.register_script(_POP_DUE)
+        self._cancel = client.register_script(_CANCEL)
+        self._plans: dict[str, Plan] = {}
+
+    # ---- runs ------------------------------------------------------------------------------
+    def create_run(self, run_id: str, plan: Plan, meta: Mapping[str, Any]) -> None:
+        k = self.keys
+        now = time.time()
+        record = {
+            **{key: _field(value) for key, value in meta.items()},
+            "id": run_id,
+            "runbook": plan.runbook,
+            "file": plan.file,
+            "status": Status.PENDING.value,
+            "created": now,
+            "n_steps": len(plan.steps),
+            "n_done": 0,
+            "n_failed": 0,
+            "n_active": 0,
+        }
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hset(k.run(run_id), mapping=record)
+        pipe.set(k.plan(run_id), json.dumps(plan.to_dict(), separators=(",", ":")))
+        if plan.steps:
+            pipe.hset(k.statuses(run_id), mapping={sid: Status.PENDING.value for sid in plan.steps})
+            pipe.hset(k.remaining(run_id), mapping={sid: len(s.deps) for sid, s in plan.steps.items()})
+        pipe.zadd(k.runs, {run_id: now})
+        pipe.xadd(k.events(run_id), {"type": "run", "status": "pending", "t": now})
+        pipe.execute()
+
+    def start_run(self, run_id: str) -> list[str]:
+        """pending -> running; returns the steps ready to go (the roots)."""
+        plan = self.plan(run_id)
+        now = time.time()
+        k = self.keys
+        if plan.steps:
+            ok = self.r.hsetnx(k.run(run_id), "started", now)
+        else:
+            ok = True
+        if not ok:
+            return []
+        status = Status.SUCCEEDED.value if not plan.steps else Status.RUNNING.value
+        pipe = self.r.pipeline()
+        pipe.hset(k.run(run_id), mapping={"status": status, **({"finished": now} if not plan.steps else {})})
+        pipe.xadd(k.events(run_id), {"type": "run", "status": status, "t": now})
+        pipe.execute()
+        return plan.roots()
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        raw = _decode_hash(self.r.hgetall(self.keys.run(run_id)))
+        if not raw:
+            raise RunNotFound(run_id)
+        return _parse_record(raw)
+
+    def exists(self, run_id: str) -> bool:
+        return bool(self.r.exists(self.keys.run(run_id)))
+
+    def list_runs(self, limit: int = 20, status: str | None = None, runbook: str | None = None) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        offset = 0
+        while len(out) < limit:
+            ids = [_s(x) for x in self.r.zrevrange(self.keys.runs, offset, offset + 199)]
+            if not ids:
+                break
+            offset += len(ids)
+            pipe = self.r.pipeline(transaction=False)
+            for rid in ids:
+                pipe.hgetall(self.keys.run(rid))
+            for raw in pipe.execute():
+                rec = _parse_record(_decode_hash(raw)) if raw else None
+                if rec and (status is None or rec["status"] == status) and (runbook is None or rec["runbook"] == runbook):
+                    out.append(rec)
+        return out[:limit]
+
+    def plan(self, run_id: str) -> Plan:
+        """The run's plan; cached because a plan never changes once launched."""
+        plan = self._plans.get(run_id)
+        if plan is None:
+            raw = self.r.get(self.keys.plan(run_id))
+            if raw is None:
+                raise RunNotFound(run_id)
+            plan = Plan.from_dict(json.loads(raw))
+            if len(self._plans) > 256:
+                self._plans.clear()
+            self._plans[run_id] = plan
+        return plan
+
+    def set_run_fields(self, run_id: str, **fields: Any) -> None:
+        self.r.hset(self.keys.run(run_id), mapping={k: _field(v) for k, v in fields.items()})
+
+    # ---- steps -----------------------------------------------------------------------------
+    def statuses(self, run_id: str) -> dict[str, str]:
+        return _decode_hash(self.r.hgetall(self.keys.statuses(run_id)))
+
+    def step(self, run_id: str, step_id: str) -> dict[str, Any]:
+        raw = _decode_hash(self.r.hgetall(self.keys.step(run_id, step_id)))
+        status = self.r.hget(self.keys.statuses(run_id), step_id)
+        if status is None:
+            if not self.exists(run_id):
+                raise RunNotFound(run_id)
+            raise StepNotFound(run_id, step_id)
+        return _parse_step(step_id, _s(status), raw)
+
+    def steps(self, run_id: str, step_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        ids = list(step_ids)
+        pipe = self.r.pipeline(transaction=False)
+        for sid in ids:
+            pipe.hgetall(self.keys.step(run_id, sid))
+        statuses = self.statuses(run_id)
+        return {sid: _parse_step(sid, statuses.get(sid, "pending"), _decode_hash(raw))
+                for sid, raw in zip(ids, pipe.execute(), strict=True)}
+
+    def results(self, run_id: str, step_ids: list[str]) -> list[tuple[str | None, Any]]:
+        """(status, result) of each step, in one round trip."""
+        pipe = self.r.pipeline(transaction=False)
+        for sid in step_ids:
+            pipe.hget(self.keys.statuses(run_id), sid)
+            pipe.hget(self.keys.step(run_id, sid), "result")
+        raw = pipe.execute()
+        out: list[tuple[str | None, Any]] = []
+        for i in range(0, len(raw), 2):
+            status = _s(raw[i]) if raw[i] is not None else None
+            out.append((status, json.loads(raw[i + 1]) if raw[i + 1] else None))
+        return out
+
+    def claim(self, run_id: str, step_id: str, worker: str, lease: float = LEASE_SECONDS) -> Claim:
+        k = self.keys
+        res = self._claim(
+            keys=[k.run(run_id), k.statuses(run_id), k.remaining(run_id), k.step(run_id, step_id),
+                  k.events(run_id), k.leases, k.timers],
+            args=[step_id, time.time(), lease, worker, k.member(run_id, step_id)],
+        )
+        parts = [_s(x) for x in res]
+        if parts[0] != "ok":
+            return Claim(parts[0])
+        decision = json.loads(parts[4]) if parts[4] else None
+        return Claim("ok", parts[1], int(parts[2]), json.loads(parts[3]), decision)
+
+    def complete(self, run_id: str, step_id: str, token: str, status: Status, *, result: Any = None,
+                 error: str = "", memory: Mapping[str, Any] | None = None) -> list[str] | None:
+        """Record the outcome; return the successors now ready, or None when this execution was stale."""
+        k = self.keys
+        plan = self.plan(run_id)
+        step = plan.steps.get(step_id)
+        succ = step.succ if step and status in DONE_OK else []
+        encoded = encode_result(result)
+        res = self._complete(
+            keys=[k.run(run_id), k.statuses(run_id), k.remaining(run_id), k.step(run_id, step_id),
+                  k.events(run_id), k.leases],
+            args=[step_id, token, status.value, encoded, error[:2000], time.time(), k.member(run_id, step_id),
+                  json.dumps(memory or {}), *succ],
+        )
+        parts = [_s(x) for x in res]
+        if parts[0] == "stale":
+            return None
+        return parts[1:]
+
+    def park(self, run_id: str, step_id: str, token: str, *, kind: str, wake_at: float, reason: str,
+             memory: Mapping[str, Any]) -> bool:
+        """running -> waiting until ``wake_at`` (a poll, a retry backoff or an approval)."""
+        k = self.keys
+        res = self._wait(
+            keys=[k.statuses(run_id), k.step(run_id, step_id), k.events(run_id), k.leases, k.timers],
+            args=[step_id, token, kind, wake_at, reason[:500], json.dumps(memory), time.time(),
+                  k.member(run_id, step_id)],
+        )
+        return bool(res)
+
+    def heartbeat(self, run_id: str, step_id: str, token: str, memory: Mapping[str, Any],
+                  lease: float = LEASE_SECONDS) -> bool:
+        k = self.keys
+        return bool(self._heartbeat(keys=[k.step(run_id, step_id), k.leases],
+                                    args=[token, time.time() + lease, k.member(run_id, step_id), json.dumps(memory)]))
+
+    def due_timers(self, limit: int = 500) -> list[tuple[str, str]]:
+        return self._pop_due_from(self.keys.timers, limit)
+
+    def expired_leases(self, limit: int = 500) -> list[tuple[str, str]]:
+        return self._pop_due_from(self.keys.leases, limit)
+
+    def _pop_due_from(self, zset: str, limit: int) -> list[tuple[str, str]]:
+        res = self._pop_due(keys=[zset], args=[time.time(), TIMER_REARM_SECONDS, limit])
+        return [Keys.split_member(_s(m)) for m in res]
+
+    def wake_now(self, run_id: str, step_id: str) -> None:
+        k = self.keys
+        self.r.hset(k.step(run_id, step_id), "wake_at", 0)
+        self.r.zadd(k.timers, {k.member(run_id, step_id): 0})
+
+    # ---- logs, events, audit -----------------------------------------------------------------
+    def log(self, run_id: str, step_id: str, level: str, message: str) -> None:
+        now = time.time()
+        line = message if len(message) <= MAX_LOG_LINE else message[:MAX_LOG_LINE] + "…"
+        pipe = self.r.pipeline(transaction=False)
+        pipe.rpush(self.keys.log(run_id, step_id), json.dumps({"t": now, "level": level, "msg": line}))
+        pipe.xadd(self.keys.events(run_id), {"type": "log", "step": step_id, "level": level, "msg": line, "t": now})
+        pipe.execute()
+
+    def logs(self, run_id: str, step_id: str) -> list[dict[str, Any]]:
+        return [json.loads(x) for x in self.r.lrange(self.keys.log(run_id, step_id), 0, -1)]
+
+    def event(self, run_id: str, **fields: Any) -> None:
+        self.r.xadd(self.keys.events(run_id), {k: _field(v) for k, v in {**fields, "t": time.time()}.items()})
+
+    def events(self, run_id: str, after: str = "0-0", block_ms: int | None = None,
+               count: int = 1000) -> list[tuple[str, dict[str, str]]]:
+        key = self.keys.events(run_id)
+        if block_ms is None:
+            raw = self.r.xrange(key, min=f"({after}" if after != "0-0" else "-", count=count)
+            return [(_s(i), _decode_hash(f)) for i, f in raw]
+        res = self.r.xread({key: after}, count=count, block=block_ms)
+        out: list[tuple[str, dict[str, str]]] = []
+        for _stream, entries in res or []:
+            out.extend((_s(i), _decode_hash(f)) for i, f in entries)
+        return out
+
+    def audit(self, **fields: Any) -> None:
+        self.r.xadd(self.keys.audit, {k: _field(v) for k, v in {**fields, "t": time.time()}.items()})
+
+    def audit_log(self, count: int = 100) -> list[dict[str, str]]:
+        return [_decode_hash(f) | {"id": _s(i)} for i, f in self.r.xrevrange(self.keys.audit, count=count)]
+
+    # ---- cancel, resume, approvals -------------------------------------------------------------
+    def cancel(self, run_id: str, by: str) -> list[str]:
+        """Cancel a run: pending and waiting steps become cancelled; returns the steps still running."""
+        k = self.keys
+        self.run(run_id)
+        res = self._cancel(keys=[k.run(run_id), k.statuses(run_id), k.events(run_id), k.timers],
+                           args=[time.time(), by, run_id])
+        parts = [_s(x) for x in res]
+        if parts[0] != "ok":
+            raise InvalidTransition(f"run {run_id} is {parts[1]}; only an active run can be cancelled")
+        return parts[1:]
+
+    def resume(self, run_id: str, by: str) -> list[str]:
+        """failed/cancelled -> running: failed and cancelled steps go back to pending; returns ready steps."""
+        k = self.keys
+        record = self.run(run_id)
+        if record["status"] not in (Status.FAILED, Status.CANCELLED):
+            raise InvalidTransition(f"run {run_id} is {record['status']}; only a failed or cancelled run can be resumed")
+        plan = self.plan(run_id)
+        with self.r.lock(k.lock(f"resume:{run_id}"), timeout=30, blocking_timeout=10):
+            statuses = self.statuses(run_id)
+            if any(s == Status.RUNNING for s in statuses.values()):
+                raise InvalidTransition(f"run {run_id} still has running steps; wait for them to finish, then resume")
+            reset = [sid for sid, s in statuses.items() if s in (Status.FAILED, Status.CANCELLED)]
+            for sid in reset:
+                statuses[sid] = Status.PENDING.value
+            remaining = {sid: sum(1 for d in plan.steps[sid].deps if statuses.get(d) not in DONE_OK)
+                         for sid, s in statuses.items() if s == Status.PENDING}
+            ready = [sid for sid, n in remaining.items() if n == 0]
+            n_active = sum(1 for s in statuses.values() if s == Status.WAITING)
+            pipe = self.r.pipeline(transaction=True)
+            if reset:
+                pipe.hset(k.statuses(run_id), mapping={sid: Status.PENDING.value for sid in reset})
+                for sid in reset:
+                    pipe.hset(k.step(run_id, sid), "status", Status.PENDING.value)
+            if remaining:
+                pipe.hset(k.remaining(run_id), mapping=remaining)
+            pipe.hset(k.run(run_id), mapping={"status": Status.RUNNING.value, "reason": "", "n_failed": 0,
+                                              "n_active": n_active, "resumed_by": by})
+            pipe.hdel(k.run(run_id), "finished")
+            pipe.xadd(k.events(run_id), {"type": "run", "status": "running", "kind": "resume", "by": by, "t": time.time()})
+            pipe.execute()
+        return ready
+
+    def record_decision(self, run_id: str, step_id: str, decision: Mapping[str, Any]) -> bool:
+        """Store an approval decision once; a second decision is ignored (returns False)."""
+        key = self.keys.step(run_id, step_id)
+        first = bool(self.r.hsetnx(key, "decision", json.dumps(decision)))
+        if first:
+            self.event(run_id, type="approval", step=step_id, **{k: str(v) for k, v in decision.items()})
+        return first
+
+    def decision(self, run_id: str, step_id: str) -> dict[str, Any] | None:
+        raw = self.r.hget(self.keys.step(run_id, step_id), "decision")
+        return json.loads(raw) if raw else None
+
+
+def encode_result(result: Any) -> str:
+    encoded = json.dumps(result, default=str, separators=(",", ":"))
+    if len(encoded) > MAX_RESULT_BYTES:
+        raise ValueError(f"step result is {len(encoded)} bytes; the limit is {MAX_RESULT_BYTES}: return less")
+    return encoded
+
+
+def _field(value: Any) -> str | int | float:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int | float | str):
+        return value
+    return json.dumps(value, default=str)
+
+
+_NUMERIC = {"created", "started", "finished", "n_steps", "n_done", "n_failed", "n_active", "attempt", "wake_at",
+            "lease_until", "token"}
+_JSON = {"params", "launched_by_detail", "result", "memory", "decision", "locks", "secret_values"}
+_BOOL = {"dry_run"}
+
+
+def _parse_record(raw: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in _NUMERIC:
+            out[key] = float(value) if value else None
+        elif key in _JSON:
+            out[key] = json.loads(value) if value else None
+        elif key in _BOOL:
+            out[key] = value not in ("", "0", "False", "false")
+        else:
+            out[key] = value
+    for key in ("n_steps", "n_done", "n_failed", "n_active"):
+        if out.get(key) is not None:
+            out[key] = int(out[key])
+    return out
+
+
+def _parse_step(step_id: str, status: str, raw: dict[str, str]) -> dict[str, Any]:
+    rec = _parse_record(raw)
+    rec["id"] = step_id
+    rec["status"] = status
+    rec["attempt"] = int(rec.get("attempt") or 0)
+    return rec
+
+
+def fail_step_now(store: Store, run_id: str, step_id: str, message: str) -> None:
+    """Claim and fail a step in one go (used when it cannot even start, e.g. its template is broken)."""
+    claim = store.claim(run_id, step_id, "hotswap")
+    if claim.ok:
+        store.complete(run_id, step_id, claim.token, Status.FAILED, error=message)
