@@ -15,7 +15,7 @@ import socket
 from dataclasses import asdict, dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
-from typing import Any
+from typing import Any, NoReturn
 
 from actions.base import ActionContext, action
 from actions.chat import safe_url
@@ -170,7 +170,7 @@ def notify(
     }
 
 
-def _raise(failures: list[tuple[str, ActionError]], delivered: list[str]) -> None:
+def _raise(failures: list[tuple[str, ActionError]], delivered: list[str]) -> NoReturn:
     detail = "; ".join(f"{channel}: {exc}" for channel, exc in failures)
     done = f" (delivered: {', '.join(delivered)}; a retry resends only the failed ones)" if delivered else ""
     message = f"dc.notify failed for {detail}{done}"
