@@ -1,0 +1,267 @@
+"""The Lab object: bring the whole lab up, query it, tear it down."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import shutil
+import subprocess
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lab import cluster, services
+from lab.cluster import CephCli
+from lab.inventory import write_inventory
+from lab.layout import HOSTS, MAX_DIR_LEN, LabError, Layout, Ports, State, allocate_ports, default_dir
+from lab.procs import lab_processes, live_pid, rss_mib, run, stop_pids
+
+REQUIRED_PROGRAMS = ("ceph-mon", "ceph-mgr", "ceph-osd", "ceph", "ceph-authtool", "monmaptool",
+                     services.SSHD, services.ALERTMANAGER, "ssh-keygen", cluster.SYSTEM_PYTHON)
+
+
+@dataclass(frozen=True)
+class Daemon:
+    name: str
+    pid: int | None
+    rss_mib: float
+
+    @property
+    def running(self) -> bool:
+        return self.pid is not None
+
+
+class Lab:
+    """One lab, living entirely in ``root`` (default: $HOTSWAP_LAB_DIR or /tmp/hotswap-lab)."""
+
+    def __init__(self, root: str | Path | None = None) -> None:
+        self.root = Path(root if root is not None else default_dir()).absolute()
+        self.layout = Layout(self.root)
+
+    # -- facts ------------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        state = State.load(self.layout.state_file)
+        if state is None:
+            raise LabError(f"no lab in {self.root}: run 'python -m lab up --dir {self.root}'")
+        return state
+
+    @property
+    def ports(self) -> Ports:
+        return self.state.ports
+
+    @property
+    def conf_path(self) -> Path:
+        return self.layout.conf
+
+    @property
+    def inventory_path(self) -> Path:
+        return self.layout.inventory
+
+    @property
+    def known_hosts_path(self) -> Path:
+        return self.layout.known_hosts
+
+    @property
+    def client_key_path(self) -> Path:
+        return self.layout.client_key
+
+    @property
+    def lab_osd_path(self) -> Path:
+        return self.layout.lab_osd
+
+    @property
+    def received_path(self) -> Path:
+        return self.layout.received
+
+    @property
+    def user(self) -> str:
+        return self.state.user
+
+    @property
+    def alertmanager_url(self) -> str:
+        return services.alertmanager_url(self.state)
+
+    @property
+    def receiver_url(self) -> str:
+        return services.receiver_url(self.state)
+
+    @property
+    def smtp_address(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.ports.receiver_smtp)
+
+    def ssh_port(self, host: str) -> int:
+        try:
+            return self.ports.ssh[host]
+        except KeyError:
+            raise LabError(f"the lab has no host '{host}'; hosts: {', '.join(self.ports.ssh)}") from None
+
+    @property
+    def hosts(self) -> dict[str, int]:
+        """Host name -> sshd port, including the spare host(s) without OSDs."""
+        return dict(self.ports.ssh)
+
+    @property
+    def osd_hosts(self) -> dict[int, str]:
+        """The initial OSD id -> host bucket layout."""
+        return cluster.osd_ids()
+
+    def env(self) -> dict[str, str]:
+        """Variables for a shell that talks to this lab."""
+        state = self.state
+        return {
+            "CEPH_CONF": str(self.conf_path),
+            "HOTSWAP_LAB_DIR": str(self.root),
+            "HOTSWAP_LAB_INVENTORY": str(self.inventory_path),
+            "HOTSWAP_LAB_ALERTMANAGER_URL": services.alertmanager_url(state),
+            "HOTSWAP_LAB_RECEIVER_URL": services.receiver_url(state),
+        }
+
+    # -- ceph -------------------------------------------------------------------------------------
+
+    @property
+    def cli(self) -> CephCli:
+        return CephCli(self.conf_path)
+
+    def ceph(self, *args: str, timeout: float = 60) -> str:
+        """stdout of the local ``ceph`` CLI with the lab conf; LabError on a non-zero exit."""
+        return self.cli(*args, timeout=timeout)
+
+    def ceph_json(self, *args: str, timeout: float = 60) -> Any:
+        """``ceph ARGS -f json`` parsed (a dict for most commands, a list for some)."""
+        return self.cli.json(*args, timeout=timeout)
+
+    def ceph_rc(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """The raw result, for commands whose exit code matters (ok-to-stop exits 16 when not ok)."""
+        return run(self.cli.argv(*args), timeout=timeout, check=False)
+
+    def lab_osd(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        """Run ``<labdir>/bin/lab-osd ARGS`` locally, as the runbooks do over SSH."""
+        return run([str(self.lab_osd_path), *args], timeout=timeout, env=cluster.lab_env(self.layout))
+
+    def wait_settled(self, timeout: float = 120) -> None:
+        """HEALTH_OK and every PG active+clean on two consecutive polls (after the status lag)."""
+        cluster.wait_settled(self.cli, timeout)
+
+    # -- receiver ---------------------------------------------------------------------------------
+
+    def received(self) -> list[dict[str, Any]]:
+        with urllib.request.urlopen(f"{self.receiver_url}/received", timeout=10) as response:  # noqa: S310
+            data: list[dict[str, Any]] = json.loads(response.read())
+        return data
+
+    def clear_received(self) -> None:
+        request = urllib.request.Request(f"{self.receiver_url}/received", method="DELETE")  # noqa: S310
+        with urllib.request.urlopen(request, timeout=10):  # noqa: S310 - loopback URL we built
+            pass
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def daemons(self) -> list[Daemon]:
+        names = ["mon.a", "mgr.x"]
+        run_dir = self.layout.run
+        if run_dir.exists():
+            names += sorted((p.stem for p in run_dir.glob("osd.*.pid")), key=lambda n: int(n.split(".")[1]))
+        names += [f"sshd.{h}" for h in self.ports.ssh] + ["alertmanager", "receiver"]
+        result = []
+        for name in names:
+            pid = live_pid(self.layout.pid_file(name), self.root)
+            result.append(Daemon(name, pid, rss_mib(pid) if pid else 0.0))
+        return result
+
+    def is_up(self) -> bool:
+        """The lab's daemons (all but OSDs, which tests stop on purpose) run and the mon answers."""
+        if State.load(self.layout.state_file) is None:
+            return False
+        if not all(d.running for d in self.daemons() if not d.name.startswith("osd.")):
+            return False
+        return self.cli.answers()
+
+    def up(self, timeout: float = 300) -> None:
+        """Bring the whole lab up and wait until it is HEALTH_OK; reuses a lab that is already up."""
+        if self.is_up():
+            return
+        self.check_prerequisites()
+        self.down()
+        self.wipe()
+        self.layout.make_dirs()
+        state = State(fsid=str(uuid.uuid4()), ports=allocate_ports(self.root), user=getpass.getuser())
+        state.save(self.layout.state_file)
+        deadline = time.monotonic() + timeout
+        try:
+            services.start_receiver(self.layout, state)
+            services.start_alertmanager(self.layout, state)
+            services.start_sshds(self.layout, state)
+            cluster.bootstrap(self.layout, state, timeout)
+            remaining = max(deadline - time.monotonic(), 5)
+            services.wait_receiver(state, remaining)
+            services.wait_alertmanager(state, remaining)
+            write_inventory(self.layout, state)
+        except BaseException:
+            self.down()
+            raise
+
+    def check_prerequisites(self) -> None:
+        if len(str(self.root)) > MAX_DIR_LEN:
+            raise LabError(
+                f"lab dir {self.root} is longer than {MAX_DIR_LEN} characters; Unix admin sockets "
+                "under it would exceed 107 bytes: choose a shorter --dir"
+            )
+        missing = [p for p in REQUIRED_PROGRAMS if shutil.which(p) is None]
+        if missing:
+            raise LabError(f"missing programs {', '.join(missing)}: run lab/install.sh (as root)")
+
+    def down(self, timeout: float = 30) -> None:
+        """Stop every daemon of this lab (by pid file, then any straggler found in /proc); keeps logs."""
+        if not self.root.exists():
+            return
+        run_dir = self.layout.run
+        pid_files = sorted(run_dir.glob("*.pid")) if run_dir.exists() else []
+        pids = {f.stem: live_pid(f, self.root) for f in pid_files}
+        first = [pid for name, pid in pids.items() if pid and name != "mon.a"]
+        survivors = stop_pids(first, timeout)
+        mon = pids.get("mon.a")
+        survivors += stop_pids([mon] if mon else [], timeout)
+        survivors += stop_pids(lab_processes(self.root), timeout)
+        if survivors:
+            raise LabError(f"lab processes {survivors} survived SIGKILL; check 'ps -p {survivors[0]}'")
+        for pid_file in pid_files:
+            pid_file.unlink(missing_ok=True)
+        shutil.rmtree(self.layout.data, ignore_errors=True)
+
+    def wipe(self) -> None:
+        """Remove everything the lab wrote (call after :meth:`down`)."""
+        for child in ("lab.json", "ceph.conf", "keyrings", "data", "run", "log", "bin", "ssh",
+                      "alertmanager", "received.jsonl", "inventory.yaml"):
+            path = self.root / child
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+
+    def status(self) -> dict[str, Any]:
+        state = self.state
+        daemons = self.daemons()
+        health: str | None = None
+        if any(d.name == "mon.a" and d.running for d in daemons):
+            proc = run(self.cli.argv("health", "-f", "json"), timeout=20, check=False)
+            if proc.returncode == 0:
+                health = json.loads(proc.stdout).get("status")
+        return {
+            "dir": str(self.root),
+            "health": health,
+            "daemons": [{"name": d.name, "pid": d.pid, "rss_mib": round(d.rss_mib, 1)} for d in daemons],
+            "rss_mib_total": round(sum(d.rss_mib for d in daemons), 1),
+            "ports": {
+                "mon": [state.ports.mon_v2, state.ports.mon_v1],
+                "alertmanager": state.ports.alertmanager,
+                "receiver_http": state.ports.receiver_http,
+                "receiver_smtp": state.ports.receiver_smtp,
+                "ssh": dict(state.ports.ssh),
+            },
+            "hosts": list(HOSTS),
+        }
