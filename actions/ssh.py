@@ -349,6 +349,8 @@ class SSHToolkit:
         if self.dry_run and mutating:
             self.would("ssh", host=ep.name, command=shown)
             return CommandResult(ep.name, list(argv), 0, "", "", 0.0, dry_run=True, redact_with=self.secrets)
+        if self.cancelled():
+            raise ActionError(f"{ep.name}: '{shown}' not started: the run was cancelled")
         self.log.info(f"{ep.name}$ {shown}")
         limit = self.settings.command_timeout if timeout is None else timeout
         started = time.monotonic()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -384,6 +385,37 @@ def test_reconnects_after_the_server_drops_the_connection(node: Node, sshd: Sshd
     assert toolkit.run("n1", ["echo", "again"]).stdout == "again\n"
     assert toolkit.client("n1") is not before
     assert sum("connected to" in m for _, m in log.records) == 2
+
+
+def test_reconnects_when_the_connection_hangs(node: Node, sshd: Sshd) -> None:
+    """A transport that still looks alive but does not answer: opening a channel times out, reconnect."""
+    toolkit, log = node(connect_timeout=1)
+    toolkit.run("n1", ["true"])
+    before = toolkit.client("n1")
+    stopped = sshd.connection_pids()
+    for pid in stopped:
+        os.kill(pid, signal.SIGSTOP)
+    assert toolkit.run("n1", ["echo", "again"]).stdout == "again\n"
+    assert toolkit.client("n1") is not before
+    assert any(level == "warning" and "connection lost" in m for level, m in log.records)
+    for pid in stopped:
+        os.kill(pid, signal.SIGKILL)
+
+
+def test_cancelled_before_start_runs_nothing(node: Node, tmp_path: Path) -> None:
+    toolkit, _ = node(cancelled=lambda: True)
+    with pytest.raises(ActionError, match="not started: the run was cancelled"):
+        toolkit.run("n1", ["touch", str(tmp_path / "ran")])
+    assert not (tmp_path / "ran").exists()
+
+
+def test_no_file_descriptor_leak(node: Node) -> None:
+    toolkit, _ = node()
+    toolkit.run("n1", ["true"])
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(10):
+        toolkit.run("n1", ["echo", "x"])
+    assert len(os.listdir("/proc/self/fd")) <= before + 2
 
 
 def test_reconnects_after_sshd_restart(node: Node, sshd: Sshd) -> None:
