@@ -217,7 +217,8 @@ def fingerprint(key: paramiko.PKey) -> str:
 
 def _keyscan_hint(ep: Endpoint, known_hosts: Path) -> str:
     port = f"-p {ep.port} " if ep.port != 22 else ""
-    return f"ssh-keyscan {port}{ep.address} >> {known_hosts}"
+    where = f" (from a machine that reaches it, e.g. jump host {ep.jump})" if ep.jump else ""
+    return f"ssh-keyscan {port}{ep.address} >> {known_hosts}{where}"
 
 
 _known_hosts_lock = threading.Lock()
