@@ -225,6 +225,30 @@ def check_value(annotation: Any, value: Any) -> str | None:
     return None
 
 
+def coerce_value(annotation: Any, value: Any) -> Any:
+    """Convert a rendered template value to the declared scalar type where that is unambiguous
+    (``"3"`` -> 3 for int, 2 -> ``"2"`` for str); anything else is returned unchanged for check_value."""
+    target = annotation
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (types.UnionType, typing.Union):
+        if check_value(annotation, value) is None:
+            return value
+        scalars = [a for a in args if a in (str, int, float, bool)]
+        target = scalars[0] if len(scalars) == 1 else None
+    try:
+        if target is str and isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+        if target is float and isinstance(value, str):
+            return float(value)
+        if target is int and isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return int(value)
+        if target is bool and isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+    except ValueError:
+        return value
+    return value
+
+
 def _kind(value: Any) -> str:
     if value is None:
         return "null"
@@ -242,6 +266,7 @@ __all__ = [
     "StepLogger",
     "action",
     "check_value",
+    "coerce_value",
     "describe_type",
     "spec_of",
 ]

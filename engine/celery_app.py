@@ -36,12 +36,13 @@ class CanvasStepFailed(Exception):
 
 
 def make_app(redis_url: str) -> Celery:
-    app = Celery("hotswap", broker=redis_url, set_as_current=False)
+    app = Celery("hotswap", broker=redis_url, backend=redis_url, set_as_current=False)
     app.conf.update(
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         task_ignore_result=True,
+        result_expires=86400,
         task_serializer="json",
         accept_content=["json"],
         broker_transport_options={"visibility_timeout": BROKER_VISIBILITY_TIMEOUT},
@@ -57,11 +58,12 @@ def make_app(redis_url: str) -> Celery:
 
 
 def _register_tasks(app: Celery) -> None:
-    @app.task(name=STEP_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
+    @app.task(name=STEP_TASK, shared=False, bind=True, acks_late=True, reject_on_worker_lost=True)
     def step(self: Any, run_id: str, step_id: str) -> str:
         return runtime(app).executor.run_step(run_id, step_id)
 
-    @app.task(name=CANVAS_STEP_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
+    @app.task(name=CANVAS_STEP_TASK, shared=False, bind=True, acks_late=True, reject_on_worker_lost=True,
+              max_retries=None, ignore_result=False)
     def canvas_step(self: Any, run_id: str, step_id: str) -> str:
         outcome = runtime(app).canvas_executor.run_step(run_id, step_id)
         if outcome in ("waiting", "retrying", "early", "busy"):
@@ -70,7 +72,7 @@ def _register_tasks(app: Celery) -> None:
             raise CanvasStepFailed(f"step {step_id} failed")
         return outcome
 
-    @app.task(name=NOOP_TASK, acks_late=True)
+    @app.task(name=NOOP_TASK, shared=False, acks_late=True)
     def noop(counter: str) -> None:
         runtime(app).store.r.incr(counter)
 

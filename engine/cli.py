@@ -342,7 +342,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         Path(args.pidfile).write_text(str(os.getpid()))
     if args.idle_exit:
         _exit_when_idle(app, args.idle_exit)
-    run_worker(app, concurrency=args.concurrency, queues=args.queues, loglevel=args.loglevel)
+    extra = ["-n", args.hostname] if args.hostname else []
+    run_worker(app, concurrency=args.concurrency, queues=args.queues, loglevel=args.loglevel, extra=extra)
     return 0
 
 
@@ -448,6 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--loglevel", default="WARNING")
     sp.add_argument("--idle-exit", type=float, default=0, help="exit after this many idle seconds (embedded mode)")
     sp.add_argument("--pidfile")
+    sp.add_argument("-n", "--hostname", help="Celery node name, e.g. w1@%%h")
     sp.set_defaults(func=cmd_worker)
 
     sp = sub.add_parser("down", help="stop the embedded Redis and worker")

@@ -14,7 +14,7 @@ from typing import Any
 from actions.base import ActionContext, ActionRegistry, NotYet
 from engine import templating
 from engine.errors import HotswapError
-from engine.executor import StepsView, ToolkitFactory, no_toolkits, template_context
+from engine.executor import StepsView, ToolkitFactory, no_toolkits, template_context, typed_args
 from engine.plan import Plan
 
 
@@ -66,8 +66,9 @@ def dry_run(plan: Plan, registry: ActionRegistry, toolkits: ToolkitFactory = no_
                 if on_step:
                     on_step(record)
                 continue
-            record.args = templating.render(step.args, context)
-            result = registry.get(step.action)(ctx, **record.args)
+            spec = registry.get(step.action)
+            record.args = typed_args(spec, templating.render(step.args, context))
+            result = spec(ctx, **record.args)
             results[step.id] = ("succeeded", result)
         except NotYet as e:
             record.note = f"would wait: {e.reason}"

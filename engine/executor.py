@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from actions.base import ActionContext, ActionRegistry, NotYet, check_value
+from actions.base import ActionContext, ActionRegistry, ActionSpec, NotYet, check_value, coerce_value
 from engine import templating
 from engine.errors import HotswapError, StepTimeout
 from engine.keys import HEARTBEAT_SECONDS
@@ -122,6 +122,20 @@ def template_context(plan: Plan, step: PlanStep, steps: Mapping[str, Any], run: 
     }
 
 
+def typed_args(spec: ActionSpec, args: dict[str, Any]) -> dict[str, Any]:
+    """Rendered arguments converted to and checked against the action's declared types."""
+    out: dict[str, Any] = {}
+    for name, value in args.items():
+        if name not in spec.params:
+            raise HotswapError(f"action {spec.name} has no argument '{name}'")
+        value = coerce_value(spec.params[name].annotation, value)
+        why = check_value(spec.params[name].annotation, value)
+        if why:
+            raise HotswapError(f"argument '{name}' of {spec.name}: {why}")
+        out[name] = value
+    return out
+
+
 def run_metadata(record: Mapping[str, Any]) -> dict[str, Any]:
     return {k: record.get(k) for k in ("id", "runbook", "launched_by", "source", "created", "started", "dry_run")}
 
@@ -202,8 +216,9 @@ class Executor:
         run_id, now = record["id"], time.time()
         memory.setdefault("first_started", now)
         if step.timeout and now > memory["first_started"] + step.timeout:
-            return self._finish(run_id, step, claim, Status.FAILED, memory,
-                                error=str(StepTimeout(step.id, step.timeout)))
+            last = memory.get("last_wait_reason")
+            error = str(StepTimeout(step.id, step.timeout)) + (f" (last: {last})" if last else "")
+            return self._finish(run_id, step, claim, Status.FAILED, memory, error=error)
         if step.approval:
             gate = self._approval_gate(run_id, step, claim, memory, log)
             if gate is not None:
@@ -224,12 +239,8 @@ class Executor:
             if step.when is not None and not templating.render(step.when, context):
                 log.info(f"skipped: condition {step.when} is false")
                 return self._finish(run_id, step, claim, Status.SKIPPED, memory)
-            args = templating.render(step.args, context)
             spec = self.registry.get(step.action)
-            for name, value in args.items():
-                why = check_value(spec.params[name].annotation, value) if name in spec.params else "unknown argument"
-                if why:
-                    raise HotswapError(f"argument '{name}' of {step.action}: {why}")
+            args = typed_args(spec, templating.render(step.args, context))
         except HotswapError as e:
             log.error(str(e))
             return self._finish(run_id, step, claim, Status.FAILED, memory, error=str(e))
@@ -239,6 +250,8 @@ class Executor:
                 result = spec(ctx, **args)
             except NotYet as wait:
                 return self._park_poll(run_id, step, claim, memory, wait, log)
+            except self.interrupts:
+                raise
             except HotswapError as e:
                 return self._fail_or_retry(run_id, step, claim, memory, str(e), log)
             except Exception as e:  # noqa: BLE001 - any bug in an action must become a recorded step failure
