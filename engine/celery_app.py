@@ -151,7 +151,7 @@ class Ticker:
                 rt.tick()
             except (OSError, ConnectionError) as e:
                 log.warning("ticker: %s (retrying)", e)
-            except Exception:  # noqa: BLE001 - the ticker must outlive one bad tick; it is logged
+            except Exception:
                 log.exception("ticker failed; continuing")
 
 

@@ -111,7 +111,7 @@ def _load_plan(args: argparse.Namespace) -> tuple[Any, Any]:
 def cmd_plan(args: argparse.Namespace) -> int:
     from engine.plan import describe
 
-    runbook, plan = _load_plan(args)
+    _runbook, plan = _load_plan(args)
     if args.dry_run:
         return _dry_run(plan, args)
     if args.executor == "canvas":
@@ -230,7 +230,7 @@ def _duration(start: float | None, end: float | None) -> str:
     return format_duration((end or time.time()) - start)
 
 
-def _table(rows: list[tuple[str, ...]]) -> None:
+def _table(rows: Sequence[Sequence[str]]) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())

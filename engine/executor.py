@@ -146,7 +146,7 @@ def retry_delay(retry: Mapping[str, Any], attempt: int, rng: random.Random | Non
     delay = min(base, float(retry.get("max_delay", 300.0)))
     if retry.get("jitter", True):
         delay = (rng or random).uniform(delay / 2, delay)
-    return delay
+    return float(delay)
 
 
 class _Heartbeat:

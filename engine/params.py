@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 from engine import templating
 from engine.durations import parse_duration
@@ -86,6 +86,7 @@ def coerce(spec: ParamDef, raw: Any) -> Any:
     raise ValueError(f"has unknown type {kind}")
 
 
+
 def _as_list(raw: Any) -> list[Any]:
     if isinstance(raw, list):
         return raw
@@ -102,7 +103,7 @@ def _as_list(raw: Any) -> list[Any]:
     _bad("a list", raw)
 
 
-def _bad(what: str, raw: Any) -> Any:
+def _bad(what: str, raw: Any) -> NoReturn:
     raise ValueError(f"must be {what}, got {raw!r}")
 
 

@@ -149,12 +149,13 @@ class _Builder:
                 parts.append(part)
             return ["seq", parts], tails
         if isinstance(node, ParallelNode):
-            parts, all_tails = [], []
+            branches: list[Structure] = []
+            all_tails: list[str] = []
             for branch in node.branches:
                 part, tails = self.build(branch, deps, scope, prefixes)
-                parts.append(part)
+                branches.append(part)
                 all_tails.extend(t for t in tails if t not in all_tails)
-            return ["par", parts], all_tails
+            return ["par", branches], all_tails
         if isinstance(node, ForEachNode):
             return self._for_each(node, deps, scope, prefixes)
         return self._step(node, deps, scope, prefixes)

@@ -229,7 +229,7 @@ class _Parser:
                     self.error((*path, key), f"unknown parameter key '{key}'{_suggest(key, PARAM_KEYS)}")
             ptype = spec.get("type", "string")
             if ptype not in PARAM_TYPES:
-                self.error((*path, "type"), f"unknown type '{ptype}'; use one of {', '.join(PARAM_TYPES)}")
+                self.error((*path, "type"), f"parameter '{name}': unknown type '{ptype}'; use one of {', '.join(PARAM_TYPES)}")
                 ptype = "string"
             choices = spec.get("choices") or []
             if not isinstance(choices, list):
@@ -366,11 +366,10 @@ class _Parser:
             if "id" not in raw:
                 self.error(path, "a step needs an 'id' so later steps, logs and resume can name it")
                 return None
-            sid = self._register_id(raw["id"], path)
+            registered = self._register_id(raw["id"], path)
+            sid = registered if registered is not None else str(raw["id"])
         else:
-            sid = given_id
-        if sid is None:
-            return None
+            registered = sid = given_id
         name = raw["action"]
         args = raw.get("with") or {}
         if not isinstance(args, dict):
@@ -392,6 +391,8 @@ class _Parser:
         approval = self._approval(raw.get("approval"), (*path, "approval"), sid)
         if name == "core.approve" and approval is None and isinstance(args.get("message"), str):
             approval = self._approval({k: v for k, v in args.items() if k in APPROVAL_KEYS}, (*path, "with"), sid)
+        if registered is None:
+            return None
         return StepNode(sid, str(name), args, when, retry, timeout, approval, path)
 
     def _check_args(self, name: str, args: dict[str, Any], path: YPath, sid: str) -> None:

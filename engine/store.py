@@ -177,7 +177,7 @@ class Store:
     """All of hotswap's Redis state. One instance per process; safe to share between threads."""
 
     def __init__(self, client: redis.Redis, keys: Keys | None = None) -> None:
-        self.r = client
+        self.r: Any = client
         self.keys = keys or Keys()
         self._claim = client.register_script(_CLAIM)
         self._complete = client.register_script(_COMPLETE)
@@ -218,10 +218,7 @@ class Store:
         plan = self.plan(run_id)
         now = time.time()
         k = self.keys
-        if plan.steps:
-            ok = self.r.hsetnx(k.run(run_id), "started", now)
-        else:
-            ok = True
+        ok = self.r.hsetnx(k.run(run_id), "started", now) if plan.steps else True
         if not ok:
             return []
         status = Status.SUCCEEDED.value if not plan.steps else Status.RUNNING.value

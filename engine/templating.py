@@ -139,13 +139,15 @@ def references(text: str, root: str) -> set[str]:
     expr = _single_expression(text)
     tree = ENV.parse("{{" + expr + "}}" if expr is not None else text)
     found: set[str] = set()
-    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
-        target = node.node
-        if isinstance(target, nodes.Name) and target.name == root:
-            if isinstance(node, nodes.Getattr):
-                found.add(node.attr)
-            elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
-                found.add(node.arg.value)
+    for node in tree.find_all(nodes.Getattr):
+        assert isinstance(node, nodes.Getattr)
+        if isinstance(node.node, nodes.Name) and node.node.name == root:
+            found.add(node.attr)
+    for item in tree.find_all(nodes.Getitem):
+        assert isinstance(item, nodes.Getitem)
+        if (isinstance(item.node, nodes.Name) and item.node.name == root and isinstance(item.arg, nodes.Const)
+                and isinstance(item.arg.value, str)):
+            found.add(item.arg.value)
     return found
 
 

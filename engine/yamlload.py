@@ -18,6 +18,7 @@ MAX_DOCUMENT_BYTES = 1_000_000
 MAX_EXPANDED_NODES = 200_000
 
 Path = tuple[str | int, ...]
+_PLAIN_COLLECTION_TAGS = {"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"}
 
 
 @dataclass
@@ -81,6 +82,9 @@ class _Builder:
                 f"document expands to more than {MAX_EXPANDED_NODES} values (alias bomb?)",
             )
         self.positions.marks.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
+        if isinstance(node, yaml.MappingNode | yaml.SequenceNode) and node.tag not in _PLAIN_COLLECTION_TAGS:
+            raise _fail(self.file, node.start_mark.line + 1, node.start_mark.column + 1,
+                        f"unsupported value: tag {node.tag!r} is not allowed")
         if isinstance(node, yaml.MappingNode):
             return self._mapping(node, path)
         if isinstance(node, yaml.SequenceNode):

@@ -1,0 +1,28 @@
+# The two commands: `make demo` runs the main job on the embedded default; `make test` runs every test.
+.PHONY: demo test lint bench lab-up lab-down
+
+demo:
+	./scripts/bootstrap --with-system
+	.venv/bin/hotswap run runbooks/demo.yaml --follow
+
+test:
+	./scripts/bootstrap --with-system
+	.venv/bin/ruff check .
+	.venv/bin/mypy
+	.venv/bin/pytest -q
+
+lint:
+	.venv/bin/ruff check .
+	.venv/bin/mypy
+
+bench:
+	./scripts/bootstrap
+	.venv/bin/pip install -q -e '.[bench]'
+	.venv/bin/python -m bench
+
+lab-up:
+	./scripts/bootstrap --with-system
+	.venv/bin/python -m lab up
+
+lab-down:
+	.venv/bin/python -m lab down
