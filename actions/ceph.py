@@ -277,6 +277,12 @@ def safe_to_destroy(
 # -- waiting for the cluster ------------------------------------------------------------------------
 
 
+def _pg_stat_blockers(ctx: ActionContext, cluster: Any) -> list[str]:
+    """``pg stat`` is a second view of the PG states: refreshed at a different moment than ``status``."""
+    bad = cj.unclean(cj.pg_states(_read(ctx, cluster, "pg", "stat")))
+    return ["pg stat: " + ", ".join(f"{n} {s}" for s, n in sorted(bad.items()))] if bad else []
+
+
 def _drained_blockers(ctx: ActionContext, cluster: Any, osds: list[int]) -> list[str]:
     """PGs still mapped to OSDs that should hold none. A down OSD maps none (ceph answers EAGAIN)."""
     reasons = []
@@ -326,10 +332,7 @@ def wait_healthy(
 
     summary = _summary(ctx, c)
     _stop_if_fatal(ctx, memory, summary.health, allowed)
-    blockers = cj.clean_blockers(summary, allowed)
-    pg_stat = cj.pg_states(_read(ctx, c, "pg", "stat"))
-    if not cj.all_clean(pg_stat) and summary.all_clean:
-        blockers.append("pg stat: " + ", ".join(f"{n} {s}" for s, n in sorted(cj.unclean(pg_stat).items())))
+    blockers = cj.clean_blockers(summary, allowed) or _pg_stat_blockers(ctx, c)
     blockers += _drained_blockers(ctx, c, drained)
     memory["polls"] = int(memory.get("polls", 0)) + 1
     good = 0 if blockers else int(memory.get("good", 0)) + 1
@@ -411,6 +414,8 @@ def _gradual(
 
     if all(cj.same_weight(w, target) for w in weights.values()):
         blockers = cj.clean_blockers(summary, allowed_checks)
+        if not blockers:
+            blockers = _pg_stat_blockers(ctx, cluster)
         if blockers:
             ctx.not_yet(interval, f"all at weight {target:g}; data still settling: " + "; ".join(blockers))
         return {**result, "steps": memory["steps"]}
