@@ -41,8 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "up":
             started = time.monotonic()
-            lab.up(timeout=args.timeout)
-            print(f"lab up in {time.monotonic() - started:.1f} s; inventory: {lab.inventory_path}")
+            if lab.up(timeout=args.timeout):
+                print(f"lab up in {time.monotonic() - started:.1f} s; inventory: {lab.inventory_path}")
+            else:
+                print(f"lab already up in {lab.root}; inventory: {lab.inventory_path}")
             print_status(lab, as_json=False)
         elif args.command == "down":
             started = time.monotonic()

@@ -45,7 +45,7 @@ WRITE_OBJECTS = '''
 import random, sys, rados
 conf, pool, count, lo, hi = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 rng = random.Random(42)
-with rados.Rados(conffile=conf) as cluster:
+with rados.Rados(conffile=conf, conf={"client_mount_timeout": "30", "rados_osd_op_timeout": "120"}) as cluster:
     with cluster.open_ioctx(pool) as io:
         for i in range(count):
             size = rng.randint(lo * 1024 * 1024, hi * 1024 * 1024)
@@ -200,7 +200,9 @@ def create_pool_with_data(layout: Layout) -> None:
     cli("osd", "pool", "set", POOL, "size", "2")
     cli("osd", "pool", "set", POOL, "min_size", "1")
     cli("osd", "pool", "application", "enable", POOL, "rados")
-    run([SYSTEM_PYTHON, "-c", WRITE_OBJECTS, str(layout.conf), POOL, str(OBJECT_COUNT),
+    writer = layout.bin / "lab-write-objects"
+    writer.write_text(WRITE_OBJECTS)
+    run([SYSTEM_PYTHON, str(writer), str(layout.conf), POOL, str(OBJECT_COUNT),
          str(OBJECT_MIN_MIB), str(OBJECT_MAX_MIB)], timeout=300)
 
 

@@ -21,6 +21,8 @@ from lab.procs import lab_processes, live_pid, rss_mib, run, stop_pids
 
 REQUIRED_PROGRAMS = ("ceph-mon", "ceph-mgr", "ceph-osd", "ceph", "ceph-authtool", "monmaptool",
                      services.SSHD, services.ALERTMANAGER, "ssh-keygen", cluster.SYSTEM_PYTHON)
+STRAGGLER_ROUNDS = 5
+"""A lab-osd killed with an interrupted ``up`` may have started a ceph-osd meanwhile: scan again."""
 
 
 @dataclass(frozen=True)
@@ -181,10 +183,10 @@ class Lab:
             return False
         return self.cli.answers()
 
-    def up(self, timeout: float = 300) -> None:
-        """Bring the whole lab up and wait until it is HEALTH_OK; reuses a lab that is already up."""
+    def up(self, timeout: float = 300) -> bool:
+        """Bring the whole lab up and wait until it is HEALTH_OK; False when it was already up."""
         if self.is_up():
-            return
+            return False
         self.check_prerequisites()
         self.down()
         self.wipe()
@@ -204,6 +206,7 @@ class Lab:
         except BaseException:
             self.down()
             raise
+        return True
 
     def check_prerequisites(self) -> None:
         if len(str(self.root)) > MAX_DIR_LEN:
@@ -226,7 +229,11 @@ class Lab:
         survivors = stop_pids(first, timeout)
         mon = pids.get("mon.a")
         survivors += stop_pids([mon] if mon else [], timeout)
-        survivors += stop_pids(lab_processes(self.root), timeout)
+        for _ in range(STRAGGLER_ROUNDS):
+            stragglers = lab_processes(self.root)
+            if not stragglers:
+                break
+            survivors += stop_pids(stragglers, timeout)
         if survivors:
             raise LabError(f"lab processes {survivors} survived SIGKILL; check 'ps -p {survivors[0]}'")
         for pid_file in pid_files:

@@ -105,10 +105,11 @@ def wait_gone(pid: int, timeout: float) -> bool:
     return False
 
 
-def stop(osd_id: int) -> None:
+def stop(osd_id: int, quiet: bool = False) -> None:
     pid = running_pid(osd_id)
     if pid is None:
-        print(f"osd.{osd_id} is not running")
+        if not quiet:
+            print(f"osd.{osd_id} is not running")
         return
     os.kill(pid, signal.SIGTERM)
     if not wait_gone(pid, STOP_TIMEOUT):
@@ -173,8 +174,8 @@ def create(osd_id: int, host: str, weight: float | None) -> None:
             f"osd.{osd_id} exists in the OSD map and is not destroyed: "
             f"run 'ceph osd destroy {osd_id}' or 'ceph osd purge {osd_id}' first"
         )
-    stop(osd_id)
-    zap(osd_id)
+    stop(osd_id, quiet=True)
+    zap(osd_id, quiet=True)
     osd_uuid = str(uuid.uuid4())
     secret = subprocess.run(
         ["ceph-authtool", "--gen-print-key"], capture_output=True, text=True, check=True
@@ -191,6 +192,7 @@ def create(osd_id: int, host: str, weight: float | None) -> None:
     if mkfs.returncode != 0:
         raise LabOsdError(f"ceph-osd --mkfs for osd.{osd_id} exited {mkfs.returncode}: {mkfs.stderr.strip()}")
     place(osd_id, host, weight)
+    print(f"osd.{osd_id} created under host={host} (uuid {osd_uuid})")
     start(osd_id)
 
 
@@ -206,13 +208,14 @@ def place(osd_id: int, host: str, weight: float | None) -> None:
         ceph("osd", "crush", "reweight", f"osd.{osd_id}", f"{weight:g}")
 
 
-def zap(osd_id: int) -> None:
+def zap(osd_id: int, quiet: bool = False) -> None:
     if running_pid(osd_id) is not None:
         raise LabOsdError(f"osd.{osd_id} is running: stop it before zapping its data")
     if data_dir(osd_id).exists():
         shutil.rmtree(data_dir(osd_id))
     keyring_file(osd_id).unlink(missing_ok=True)
-    print(f"osd.{osd_id} zapped")
+    if not quiet:
+        print(f"osd.{osd_id} zapped")
 
 
 def status(osd_id: int) -> int:

@@ -17,6 +17,8 @@ T = TypeVar("T")
 
 LAB_EXECUTABLES = ("ceph-mon", "ceph-mgr", "ceph-osd", "sshd", "prometheus-alertmanager", "python")
 """Only processes whose program name starts with one of these are ever signalled by ``down``."""
+LAB_SCRIPTS = ("receiver.py", "/lab-osd", "/lab-write-objects", "/ceph", "/rados")
+"""Python programs of the lab (and lab clients: the ceph CLI is a Python script)."""
 
 
 def run(argv: Sequence[str], *, timeout: float = 60, stdin: str | None = None,
@@ -65,7 +67,7 @@ def belongs_to(pid: int, root: Path) -> bool:
     program = os.path.basename(argv[0])
     if not program.startswith(LAB_EXECUTABLES):
         return False
-    if program.startswith("python") and not any(a.endswith("receiver.py") for a in argv):
+    if program.startswith("python") and not any(a.endswith(LAB_SCRIPTS) for a in argv[1:2]):
         return False
     prefix = str(root).rstrip("/")
     return any(a.rstrip("/") == prefix or prefix + "/" in a for a in argv)
