@@ -20,7 +20,7 @@ from engine.errors import ActionError
 ACTION_ATTR = "__hotswap_action__"
 
 
-class NotYet(Exception):  # noqa: N818 - it is a signal, not an error
+class NotYet(Exception):
     """Raised by a polling action: "not yet, check again in ``after`` seconds".
 
     The engine frees the worker slot and re-runs the action later with the same ``ctx.memory``.

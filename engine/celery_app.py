@@ -17,9 +17,10 @@ from typing import Any
 
 from celery import Celery, signals
 from celery.exceptions import SoftTimeLimitExceeded
+from redis.exceptions import RedisError
 
 from engine import config as hconfig
-from engine.keys import BROKER_VISIBILITY_TIMEOUT, TICK_SECONDS
+from engine.keys import BROKER_VISIBILITY_TIMEOUT, LOCK_RENEW_EVERY_TICKS, TICK_SECONDS
 from engine.states import Status
 
 log = logging.getLogger("hotswap.worker")
@@ -107,8 +108,10 @@ class Runtime:
                     options["time_limit"] = step.timeout + 30
                 task.apply_async(kwargs={"run_id": run_id, "step_id": sid}, **options)
 
-    def tick(self) -> int:
+    def tick(self, renew_locks: bool = False) -> int:
         """Publish steps whose timer is due or whose worker lost its lease. Returns how many."""
+        if renew_locks:
+            self.store.renew_locks()
         due = self.store.due_timers() + self.store.expired_leases()
         by_run: dict[str, list[str]] = {}
         for run_id, sid in due:
@@ -146,10 +149,12 @@ class Ticker:
 
     def _loop(self) -> None:
         rt = runtime(self.app)
+        ticks = 0
         while not self.stop.wait(TICK_SECONDS):
+            ticks += 1
             try:
-                rt.tick()
-            except (OSError, ConnectionError) as e:
+                rt.tick(renew_locks=ticks % LOCK_RENEW_EVERY_TICKS == 0)
+            except (OSError, RedisError) as e:
                 log.warning("ticker: %s (retrying)", e)
             except Exception:
                 log.exception("ticker failed; continuing")

@@ -11,13 +11,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from actions.base import ActionContext, ActionRegistry, ActionSpec, NotYet, check_value, coerce_value
 from engine import templating
 from engine.errors import HotswapError, StepTimeout
 from engine.keys import HEARTBEAT_SECONDS
 from engine.plan import Plan, PlanStep
 from engine.states import Status
-from engine.store import Claim, Store
+from engine.store import Claim, Completion, Store
+
+START_STEP = "__start__"
+"""Pseudo step id: a message to (re)try starting a run that waits for its locks."""
 
 Enqueue = Callable[[str, list[str]], None]
 """enqueue(run_id, step_ids): make these steps run soon (a Celery publish in production)."""
@@ -163,7 +168,7 @@ class _Heartbeat:
             try:
                 alive = self.store.heartbeat(self.run_id, self.step_id, self.token, dict(self.memory))
                 status = self.store.r.hget(self.store.keys.run(self.run_id), "status")
-            except OSError:
+            except (OSError, RedisError):
                 continue  # Redis briefly away: the lease has slack; try again next beat
             if not alive or (status is not None and status.decode() == Status.CANCELLED):
                 self.lost.set()
@@ -196,11 +201,17 @@ class Executor:
 
     def run_step(self, run_id: str, step_id: str) -> str:
         """Execute one step if it is this worker's to execute; return what happened (for logs and tests)."""
+        if step_id == START_STEP:
+            return self.try_start(run_id)
         claim = self.store.claim(run_id, step_id, self.worker)
+        if claim.outcome == "lost_lock":
+            self.store.fail_run(run_id, f"the run lost its lock '{claim.lost_lock}' (no worker renewed it in time) "
+                                        "and may no longer act; check who holds it, then resume")
+            return "lost_lock"
         if not claim.ok:
             return claim.outcome
         plan = self.store.plan(run_id)
-        step = plan.steps[step_id]
+        step = plan.steps.get(step_id) or plan.cleanup[step_id]
         record = self.store.run(run_id)
         secrets = [str(s) for s in record.get("secret_values") or []]
         log = StepLog(self.store, run_id, step_id, secrets)
@@ -320,18 +331,55 @@ class Executor:
             return "retrying"
         return self._finish(run_id, step, claim, Status.FAILED, memory, error=error)
 
+    def try_start(self, run_id: str) -> str:
+        """Start a run that waits for its locks: take them and release its roots, or try again later."""
+        plan = self.store.plan(run_id)
+        record = self.store.run(run_id)
+        if record["status"] != Status.PENDING:
+            return "done"
+        busy = self.store.acquire_locks(run_id, plan)
+        if busy:
+            self.store.wait_for_lock(run_id, *busy)
+            return "waiting"
+        ready = self.store.start_run(run_id)
+        if ready:
+            self.enqueue(run_id, ready)
+        return "started"
+
     def _finish(self, run_id: str, step: PlanStep, claim: Claim, status: Status, memory: dict[str, Any], *,
                 result: Any = None, error: str = "") -> str:
         try:
-            ready = self.store.complete(run_id, step.id, claim.token, status, result=result, error=error, memory=memory)
+            done = self.store.complete(run_id, step.id, claim.token, status, result=result, error=error, memory=memory)
         except ValueError as e:
-            ready = self.store.complete(run_id, step.id, claim.token, Status.FAILED, error=str(e), memory=memory)
+            done = self.store.complete(run_id, step.id, claim.token, Status.FAILED, error=str(e), memory=memory)
             status = Status.FAILED
-        if ready is None:
+        if done is None:
             return "stale"
-        if ready:
-            self.enqueue(run_id, ready)
-        return status.value
+        self.release(run_id, done, failed_item=step if "tolerated" in done.flags else None)
+        return "tolerated" if "tolerated" in done.flags else status.value
+
+    def release(self, run_id: str, done: Completion, failed_item: PlanStep | None = None) -> None:
+        """Publish what a completion released. After a failure within a for_each budget, the rest of that
+        item is skipped (it cannot run on top of a failed step) while everything else goes on."""
+        plan = self.store.plan(run_id)
+        ready = list(done.ready)
+        item = failed_item.prefixes[0] if failed_item and failed_item.prefixes else None
+        publish: list[str] = []
+        while ready:
+            sid = ready.pop()
+            if item and sid.startswith(item):
+                skipped = self.store.skip(run_id, sid, f"skipped: {failed_item.id if failed_item else ''} failed "
+                                                       "within the failure budget")
+                if skipped:
+                    ready.extend(skipped.ready)
+                    if "start_cleanup" in skipped.flags:
+                        publish.extend(plan.cleanup_roots())
+            else:
+                publish.append(sid)
+        if "start_cleanup" in done.flags:
+            publish.extend(plan.cleanup_roots())
+        if publish:
+            self.enqueue(run_id, publish)
 
 
 class _FixedDecision:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 DEFAULT_PREFIX = "hotswap:"
 
-LEASE_SECONDS = 30.0
+LEASE_SECONDS = float(os.environ.get("HOTSWAP_LEASE_SECONDS", "30"))
 """A running step's lease; its worker renews it every LEASE_SECONDS / 3. An expired lease means the worker died."""
 HEARTBEAT_SECONDS = LEASE_SECONDS / 3
 TIMER_REARM_SECONDS = 60.0
@@ -15,6 +16,12 @@ TICK_SECONDS = 0.25
 """How often each worker looks for due timers and expired leases. Step-to-step release does not wait for it."""
 BROKER_VISIBILITY_TIMEOUT = 3600 * 6
 """Redis transport visibility timeout. hotswap never uses countdown/ETA, so no message outlives it by design."""
+LOCK_LEASE_SECONDS = float(os.environ.get("HOTSWAP_LOCK_LEASE_SECONDS", "300"))
+"""A run's locks are renewed by every worker's ticker while the run is active; if no worker renews them
+(every worker gone) they lapse after this, and the run is fenced off when it comes back."""
+LOCK_RENEW_EVERY_TICKS = 8
+LOCK_RETRY_SECONDS = 5.0
+"""How often a run waiting for a lock tries again."""
 MAX_RESULT_BYTES = 256 * 1024
 MAX_LOG_LINE = 4000
 FINISHED_RUN_TTL: int | None = None

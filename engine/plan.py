@@ -14,7 +14,7 @@ from typing import Any
 
 from engine import templating
 from engine.errors import ValidationError, ValidationIssue
-from engine.runbook import ForEachNode, Node, ParallelNode, Runbook, SequenceNode, StepNode
+from engine.runbook import ForEachNode, LockDef, Node, ParallelNode, Runbook, SequenceNode, StepNode
 
 PLAN_VERSION = 1
 MAX_PLAN_STEPS = 50_000
@@ -38,6 +38,9 @@ class PlanStep:
     """Loop variables of enclosing for_each blocks."""
     prefixes: list[str] = field(default_factory=list)
     """Id prefixes of enclosing for_each items, innermost first: ``steps.x`` looks in these first."""
+    budget: str = ""
+    """The for_each block with a failure budget this step counts against (its id), if any."""
+    cleanup: bool = False
     line: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -57,7 +60,10 @@ class Plan:
     structure: Structure
     groups: dict[str, list[str]]
     """for_each id -> the last step of each item, in item order (for ``steps.<for_each id>.results``)."""
-    locks: list[str] = field(default_factory=list)
+    locks: list[dict[str, Any]] = field(default_factory=list)
+    """[{name, limit, on_busy}] rendered."""
+    budgets: dict[str, int] = field(default_factory=dict)
+    """for_each id -> how many items may fail before the run fails."""
     cleanup: dict[str, PlanStep] = field(default_factory=dict)
     cleanup_structure: Structure = field(default_factory=lambda: ["seq", []])
     version: int = PLAN_VERSION
@@ -72,6 +78,7 @@ class Plan:
             "structure": self.structure,
             "groups": self.groups,
             "locks": self.locks,
+            "budgets": self.budgets,
             "cleanup": [s.to_dict() for s in self.cleanup.values()],
             "cleanup_structure": self.cleanup_structure,
         }
@@ -88,12 +95,16 @@ class Plan:
             structure=data["structure"],
             groups=data["groups"],
             locks=data.get("locks", []),
+            budgets=data.get("budgets", {}),
             cleanup={s["id"]: PlanStep.from_dict(s) for s in data.get("cleanup", [])},
             cleanup_structure=data.get("cleanup_structure", ["seq", []]),
         )
 
     def roots(self) -> list[str]:
         return [s.id for s in self.steps.values() if not s.deps]
+
+    def cleanup_roots(self) -> list[str]:
+        return [s.id for s in self.cleanup.values() if not s.deps]
 
     def topological(self) -> Iterator[PlanStep]:
         """Steps in an order where every step comes after its dependencies (document order within)."""
@@ -105,12 +116,13 @@ def build_plan(runbook: Runbook, params: Mapping[str, Any], inventory_context: M
     structure, _ = builder.build(runbook.steps, [], {}, [])
     main_steps = builder.steps
     builder.steps = {}
+    builder.in_cleanup = True
     cleanup_structure, _ = builder.build(runbook.cleanup, [], {}, [])
     if builder.issues:
         raise ValidationError(builder.issues)
     _link_successors(main_steps.values())
     _link_successors(builder.steps.values())
-    locks = [str(templating.render(lock, builder.base_context)) for lock in runbook.locks]
+    locks = [_render_lock(lock, builder.base_context) for lock in runbook.locks]
     return Plan(
         runbook=runbook.name,
         file=runbook.file,
@@ -119,9 +131,20 @@ def build_plan(runbook: Runbook, params: Mapping[str, Any], inventory_context: M
         structure=structure,
         groups=builder.groups,
         locks=locks,
+        budgets=builder.budgets,
         cleanup=builder.steps,
         cleanup_structure=cleanup_structure,
     )
+
+
+def _render_lock(lock: LockDef, context: Mapping[str, Any]) -> dict[str, Any]:
+    name = str(templating.render(lock.name, context))
+    limit = templating.render(lock.limit, context) if isinstance(lock.limit, str) else lock.limit
+    try:
+        limit = int(limit)
+    except (TypeError, ValueError):
+        raise ValidationError([ValidationIssue(None, f"lock '{name}': limit rendered to {limit!r}, not an integer")]) from None
+    return {"name": name, "limit": max(1, limit), "on_busy": lock.on_busy}
 
 
 def _link_successors(steps: Iterable[PlanStep]) -> None:
@@ -137,6 +160,9 @@ class _Builder:
         self.base_context = {"params": params, "inventory": inventory_context}
         self.steps: dict[str, PlanStep] = {}
         self.groups: dict[str, list[str]] = {}
+        self.budgets: dict[str, int] = {}
+        self.budget_stack: list[str] = []
+        self.in_cleanup = False
         self.issues: list[ValidationIssue] = []
 
     def build(self, node: Node, deps: list[str], scope: dict[str, Any], prefixes: list[str]) -> tuple[Structure, list[str]]:
@@ -180,6 +206,8 @@ class _Builder:
             deps=list(deps),
             scope=dict(scope),
             prefixes=list(prefixes),
+            budget=self.budget_stack[-1] if self.budget_stack else "",
+            cleanup=self.in_cleanup,
             line=self.runbook.location(node.path).line,
         )
         return ["step", sid], [sid]
@@ -190,6 +218,9 @@ class _Builder:
         parts: list[Structure] = []
         item_tails: list[list[str]] = []
         outer = prefixes[0] if prefixes else ""
+        if node.max_failures is not None:
+            self.budgets[outer + node.id] = node.max_failures
+            self.budget_stack.append(outer + node.id)
         for i, value in enumerate(items):
             wait_for = list(deps)
             if node.concurrency and i >= node.concurrency:
@@ -198,6 +229,8 @@ class _Builder:
             part, tails = self.build(node.body, wait_for, {**scope, node.var: value}, [item_prefix, *prefixes])
             parts.append(part)
             item_tails.append(tails)
+        if node.max_failures is not None:
+            self.budget_stack.pop()
         self.groups[outer + node.id] = [t[-1] if t else "" for t in item_tails]
         all_tails = [t for tails in item_tails for t in tails] or list(deps)
         return ["foreach", outer + node.id, node.concurrency, parts], all_tails

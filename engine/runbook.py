@@ -28,10 +28,11 @@ MAX_FOR_EACH_ITEMS = 20_000
 RUNBOOK_KEYS = {"name", "description", "params", "steps", "cleanup", "locks", "version"}
 STEP_KEYS = {"id", "action", "with", "when", "retry", "timeout", "approval", "description"}
 PARALLEL_KEYS = {"id", "parallel", "description"}
-FOR_EACH_KEYS = {"id", "for_each", "as", "concurrency", "steps", "action", "with", "when", "retry", "timeout",
+FOR_EACH_KEYS = {"id", "for_each", "as", "concurrency", "max_failures", "steps", "action", "with", "when", "retry", "timeout",
                  "approval", "description"}
 PARAM_KEYS = {"type", "required", "default", "choices", "pattern", "help", "min", "max"}
 RETRY_KEYS = {"attempts", "backoff", "max_delay", "jitter"}
+LOCK_KEYS = {"name", "limit", "on_busy"}
 APPROVAL_KEYS = {"message", "approvers", "timeout", "on_timeout"}
 ON_TIMEOUT = ("reject", "approve", "fail")
 
@@ -66,6 +67,16 @@ class Approval:
 
 
 @dataclass(frozen=True)
+class LockDef:
+    """A named lock the run holds from start to end. ``limit`` > 1 makes it a counted guard
+    (e.g. at most N hosts of a cluster down at once, across all runs)."""
+
+    name: str
+    limit: str | int = 1
+    on_busy: Literal["refuse", "wait"] = "refuse"
+
+
+@dataclass(frozen=True)
 class StepNode:
     id: str
     action: str
@@ -96,6 +107,8 @@ class ForEachNode:
     """A list, or a template rendering to one."""
     var: str
     concurrency: int | None
+    max_failures: int | None
+    """How many items may fail before the rest stop; None: the first failure fails the run."""
     body: SequenceNode
     path: YPath
 
@@ -110,7 +123,7 @@ class Runbook:
     params: dict[str, ParamDef]
     steps: SequenceNode
     cleanup: SequenceNode
-    locks: tuple[str, ...]
+    locks: tuple[LockDef, ...]
     file: str
     positions: Positions = field(compare=False, repr=False)
 
@@ -190,14 +203,9 @@ class _Parser:
             self.error((), "'steps' is required: a list of steps")
         steps = self._sequence(doc.get("steps") or [], ("steps",), allow_empty=False)
         cleanup = self._sequence(doc.get("cleanup") or [], ("cleanup",), allow_empty=True)
-        locks = doc.get("locks") or []
-        if not isinstance(locks, list) or not all(isinstance(x, str) for x in locks):
-            self.error(("locks",), "'locks' must be a list of strings (templates allowed), e.g. ['cluster:{{ params.cluster }}']")
-            locks = []
+        locks = self._locks(doc.get("locks") or [])
         self._check_references(steps, frozenset(), {})
         self._check_references(cleanup, frozenset(self.ids), {})
-        for i, lock in enumerate(locks):
-            self._check_template(lock, ("locks", i), None, frozenset(), set())
         return Runbook(
             name=name if isinstance(name, str) else "",
             description=description,
@@ -258,6 +266,33 @@ class _Parser:
                 minimum=spec.get("min"),
                 maximum=spec.get("max"),
             )
+        return out
+
+    def _locks(self, raw: Any) -> list[LockDef]:
+        if not isinstance(raw, list):
+            self.error(("locks",), "'locks' must be a list, e.g. ['cluster:{{ params.cluster }}']")
+            return []
+        out = []
+        for i, item in enumerate(raw):
+            path: YPath = ("locks", i)
+            if isinstance(item, str):
+                item = {"name": item}
+            if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+                self.error(path, "a lock is a name or {name, limit, on_busy}")
+                continue
+            self._check_keys(item, LOCK_KEYS, path, None)
+            limit = item.get("limit", 1)
+            if isinstance(limit, str):
+                self._check_template(limit, (*path, "limit"), None, frozenset(), set())
+            elif not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+                self.error((*path, "limit"), "'limit' must be a positive integer or a template")
+                limit = 1
+            on_busy = item.get("on_busy", "refuse")
+            if on_busy not in ("refuse", "wait"):
+                self.error((*path, "on_busy"), "'on_busy' must be 'refuse' or 'wait'")
+                on_busy = "refuse"
+            self._check_template(str(item["name"]), (*path, "name"), None, frozenset(), set())
+            out.append(LockDef(item["name"], limit, on_busy))
         return out
 
     # ---- structure --------------------------------------------------------------------------
@@ -346,6 +381,11 @@ class _Parser:
         if concurrency is not None and (not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1):
             self.error((*path, "concurrency"), "'concurrency' must be a positive integer", fid)
             concurrency = None
+        max_failures = raw.get("max_failures")
+        if max_failures is not None and (not isinstance(max_failures, int) or isinstance(max_failures, bool)
+                                         or max_failures < 0):
+            self.error((*path, "max_failures"), "'max_failures' must be a non-negative integer", fid)
+            max_failures = None
         if "steps" in raw and "action" in raw:
             self.error(path, "a for_each block has either 'action' (one step) or 'steps', not both", fid)
             return None
@@ -358,7 +398,7 @@ class _Parser:
         else:
             self.error(path, "a for_each block needs 'action' or 'steps'", fid)
             return None
-        return ForEachNode(fid or "", items, var, concurrency, body, path)
+        return ForEachNode(fid or "", items, var, concurrency, max_failures, body, path)
 
     def _step(self, raw: dict[str, Any], path: YPath, given_id: str | None = None) -> StepNode | None:
         if given_id is None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from actions.base import ActionRegistry
-from engine.errors import ApprovalDenied, InvalidTransition, StepNotFound, ValidationError
+from engine.errors import ApprovalDenied, InvalidTransition, LockHeld, StepNotFound, ValidationError
 from engine.params import redacted, resolve_params, secret_values
 from engine.plan import Plan, build_plan
 from engine.runbook import Runbook, load_runbook
@@ -71,6 +71,17 @@ class Service:
         self.store.create_run(run_id, stored_plan, meta)
         self.store.audit(action="launch", run=run_id, runbook=runbook.name, who=who.name, source=who.source,
                          params=redacted(runbook, plan.params), dry_run=dry_run)
+        busy = self.store.acquire_locks(run_id, plan)
+        if busy:
+            lock, holders = busy
+            refuse = any(lk["on_busy"] == "refuse" for lk in plan.locks if lk["name"] == lock)
+            if refuse:
+                self.store.refuse_run(run_id, f"refused: lock '{lock}' is held by run {holders}")
+                self.store.audit(action="refused", run=run_id, who=who.name, source=who.source, lock=lock,
+                                 holders=holders)
+                raise LockHeld(lock, holders)
+            self.store.wait_for_lock(run_id, lock, holders)
+            return run_id
         ready = self.store.start_run(run_id)
         if executor == "canvas":
             if self.launch_canvas is None:
@@ -120,8 +131,11 @@ class Service:
 
     # ---- changing ---------------------------------------------------------------------------
     def cancel(self, run_id: str, who: Identity) -> list[str]:
-        running = self.store.cancel(run_id, who.name)
+        """Cancel a run; returns the steps still running (they are interrupted and then cleanup runs)."""
+        running, start_cleanup = self.store.cancel(run_id, who.name)
         self.store.audit(action="cancel", run=run_id, who=who.name, source=who.source)
+        if start_cleanup:
+            self.publish(run_id, self.store.plan(run_id).cleanup_roots())
         return running
 
     def resume(self, run_id: str, who: Identity) -> list[str]:

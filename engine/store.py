@@ -15,16 +15,31 @@ from typing import Any
 
 import redis
 
-from engine.errors import InvalidTransition, RunNotFound, StepNotFound
-from engine.keys import LEASE_SECONDS, MAX_LOG_LINE, MAX_RESULT_BYTES, TIMER_REARM_SECONDS, Keys
+from engine.errors import InvalidTransition, LockHeld, RunNotFound, StepNotFound
+from engine.keys import (
+    LEASE_SECONDS,
+    LOCK_LEASE_SECONDS,
+    LOCK_RETRY_SECONDS,
+    MAX_LOG_LINE,
+    MAX_RESULT_BYTES,
+    TIMER_REARM_SECONDS,
+    Keys,
+)
 from engine.plan import Plan
 from engine.states import DONE_OK, Status
 
 _CLAIM = """
 local run_key, statuses, remaining, detail, events, leases, timers = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
-local step, now, lease, worker, member = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5]
+local step, now, lease, worker, member, cleanup, run_id = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local run_status = redis.call('HGET', run_key, 'status')
-if run_status ~= 'running' then return {'run_' .. tostring(run_status)} end
+if run_status ~= 'running' and not (cleanup == '1' and redis.call('HGET', run_key, 'cleanup') == 'running') then
+  redis.call('ZREM', timers, member)
+  return {'run_' .. tostring(run_status)}
+end
+for i = 8, #KEYS do
+  local score = redis.call('ZSCORE', KEYS[i], run_id)
+  if not score or tonumber(score) < now then return {'lost_lock', KEYS[i]} end
+end
 local st = redis.call('HGET', statuses, step)
 local new_attempt = false
 if st == 'pending' then
@@ -59,11 +74,56 @@ return {'ok', tostring(token), tostring(attempt),
   redis.call('HGET', detail, 'memory') or '{}', redis.call('HGET', detail, 'decision') or ''}
 """
 
-_COMPLETE = """
+# Shared by complete and skip: release successors of a step that counts as done, finish the run when
+# every step is done, and start the cleanup phase once a failed or cancelled run has nothing active.
+_RELEASE = """
+local function release(run_key, statuses, remaining, run_status, cleanup, first_succ)
+  local ready = {}
+  for i = first_succ, #ARGV do
+    local succ = ARGV[i]
+    local left = redis.call('HINCRBY', remaining, succ, -1)
+    if left == 0 and redis.call('HGET', statuses, succ) == 'pending'
+        and (run_status == 'running' or cleanup == '1') then
+      table.insert(ready, succ)
+    end
+  end
+  return ready
+end
+
+local function settle(run_key, events, now, run_status, counted_done, cleanup)
+  if cleanup == '1' then
+    local done = redis.call('HINCRBY', run_key, 'n_cleanup_done', 1)
+    if done == tonumber(redis.call('HGET', run_key, 'n_cleanup')) then
+      redis.call('HSET', run_key, 'cleanup', 'done')
+      redis.call('XADD', events, '*', 'type', 'cleanup', 'status', 'done', 't', now)
+    end
+    return ''
+  end
+  if counted_done then
+    local done = redis.call('HINCRBY', run_key, 'n_done', 1)
+    if done == tonumber(redis.call('HGET', run_key, 'n_steps')) and run_status == 'running' then
+      redis.call('HSET', run_key, 'status', 'succeeded', 'finished', now)
+      redis.call('XADD', events, '*', 'type', 'run', 'status', 'succeeded', 't', now)
+      return ''
+    end
+  end
+  local st = redis.call('HGET', run_key, 'status')
+  if (st == 'failed' or st == 'cancelled') and tonumber(redis.call('HGET', run_key, 'n_active')) <= 0
+      and tonumber(redis.call('HGET', run_key, 'n_cleanup') or '0') > 0
+      and redis.call('HSETNX', run_key, 'cleanup', 'running') == 1 then
+    redis.call('XADD', events, '*', 'type', 'cleanup', 'status', 'running', 't', now)
+    return 'start_cleanup'
+  end
+  return ''
+end
+"""
+
+_COMPLETE = _RELEASE + """
 local run_key, statuses, remaining, detail, events, leases = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local step, token, status, result, err, now, member, memory = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6]), ARGV[7], ARGV[8]
+local cleanup, budget, budget_limit = ARGV[9], ARGV[10], tonumber(ARGV[11])
 if redis.call('HGET', detail, 'token') ~= token or redis.call('HGET', statuses, step) ~= 'running' then
-  return {'stale'}
+  return {'stale', ''}
 end
 redis.call('HSET', statuses, step, status)
 redis.call('HSET', detail, 'status', status, 'finished', now, 'result', result, 'error', err, 'memory', memory)
@@ -72,29 +132,49 @@ redis.call('ZREM', leases, member)
 redis.call('HINCRBY', run_key, 'n_active', -1)
 redis.call('XADD', events, '*', 'type', 'step', 'step', step, 'status', status, 'error', err, 't', now)
 local run_status = redis.call('HGET', run_key, 'status')
-local ready = {'ok'}
-if status == 'succeeded' or status == 'skipped' then
-  local done = redis.call('HINCRBY', run_key, 'n_done', 1)
-  for i = 9, #ARGV do
-    local succ = ARGV[i]
-    local left = redis.call('HINCRBY', remaining, succ, -1)
-    if left == 0 and redis.call('HGET', statuses, succ) == 'pending' and run_status == 'running' then
-      table.insert(ready, succ)
+local flags = ''
+local counts_done = status == 'succeeded' or status == 'skipped'
+if status == 'failed' and cleanup ~= '1' then
+  if budget ~= '' and redis.call('HINCRBY', run_key, 'budget:' .. budget, 1) <= budget_limit then
+    counts_done = true
+    flags = 'tolerated'
+    redis.call('XADD', events, '*', 'type', 'budget', 'step', step, 'group', budget,
+      'used', redis.call('HGET', run_key, 'budget:' .. budget), 'limit', budget_limit, 't', now)
+  else
+    redis.call('HINCRBY', run_key, 'n_failed', 1)
+    if run_status == 'running' then
+      local reason = 'step ' .. step .. ' failed: ' .. err
+      if budget ~= '' then reason = reason .. ' (failure budget of ' .. budget .. ' exhausted: ' .. budget_limit .. ' allowed)' end
+      redis.call('HSET', run_key, 'status', 'failed', 'reason', reason, 'finished', now)
+      redis.call('XADD', events, '*', 'type', 'run', 'status', 'failed', 'reason', reason, 't', now)
+      run_status = 'failed'
     end
   end
-  if done == tonumber(redis.call('HGET', run_key, 'n_steps')) and run_status == 'running' then
-    redis.call('HSET', run_key, 'status', 'succeeded', 'finished', now)
-    redis.call('XADD', events, '*', 'type', 'run', 'status', 'succeeded', 't', now)
-  end
-elseif status == 'failed' then
-  redis.call('HINCRBY', run_key, 'n_failed', 1)
-  if run_status == 'running' then
-    local reason = 'step ' .. step .. ' failed: ' .. err
-    redis.call('HSET', run_key, 'status', 'failed', 'reason', reason, 'finished', now)
-    redis.call('XADD', events, '*', 'type', 'run', 'status', 'failed', 'reason', reason, 't', now)
-  end
 end
-return ready
+local ready = {}
+if counts_done or cleanup == '1' then
+  ready = release(run_key, statuses, remaining, run_status, cleanup, 12)
+end
+local settled = settle(run_key, events, now, run_status, counts_done, cleanup)
+if settled ~= '' then flags = flags .. ',' .. settled end
+local out = {'ok', flags}
+for _, s in ipairs(ready) do table.insert(out, s) end
+return out
+"""
+
+_SKIP = _RELEASE + """
+local run_key, statuses, remaining, detail, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local step, now, reason = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+if redis.call('HGET', statuses, step) ~= 'pending' then return {'stale', ''} end
+redis.call('HSET', statuses, step, 'skipped')
+redis.call('HSET', detail, 'status', 'skipped', 'finished', now, 'error', reason)
+redis.call('XADD', events, '*', 'type', 'step', 'step', step, 'status', 'skipped', 'reason', reason, 't', now)
+local run_status = redis.call('HGET', run_key, 'status')
+local ready = release(run_key, statuses, remaining, run_status, '0', 4)
+local settled = settle(run_key, events, now, run_status, true, '0')
+local out = {'ok', settled}
+for _, s in ipairs(ready) do table.insert(out, s) end
+return out
 """
 
 _WAIT = """
@@ -133,13 +213,17 @@ _CANCEL = """
 local run_key, statuses, events, timers = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local now, by, run_id = tonumber(ARGV[1]), ARGV[2], ARGV[3]
 local st = redis.call('HGET', run_key, 'status')
-if st ~= 'running' and st ~= 'pending' and st ~= 'waiting' then return {'not_active', tostring(st)} end
+if st ~= 'running' and st ~= 'pending' and st ~= 'waiting' and st ~= 'failed' then return {'not_active', tostring(st)} end
 redis.call('HSET', run_key, 'status', 'cancelled', 'reason', 'cancelled by ' .. by, 'finished', now)
+local keep = {}
+for i = 4, #ARGV do keep[ARGV[i]] = true end
 local all = redis.call('HGETALL', statuses)
-local running = {'ok'}
+local running = {'ok', ''}
 for i = 1, #all, 2 do
   local step, s = all[i], all[i + 1]
-  if s == 'pending' or s == 'waiting' then
+  if keep[step] then
+    -- a cleanup step: it runs after the cancel
+  elseif s == 'pending' or s == 'waiting' then
     redis.call('HSET', statuses, step, 'cancelled')
     redis.call('ZREM', timers, run_id .. '|' .. step)
     if s == 'waiting' then redis.call('HINCRBY', run_key, 'n_active', -1) end
@@ -147,8 +231,63 @@ for i = 1, #all, 2 do
     table.insert(running, step)
   end
 end
+redis.call('ZREM', timers, run_id .. '|__start__')
 redis.call('XADD', events, '*', 'type', 'run', 'status', 'cancelled', 'reason', 'cancelled by ' .. by, 't', now)
+if #running == 2 and st ~= 'failed' and tonumber(redis.call('HGET', run_key, 'n_cleanup') or '0') > 0
+    and redis.call('HSETNX', run_key, 'cleanup', 'running') == 1 then
+  running[2] = 'start_cleanup'
+  redis.call('XADD', events, '*', 'type', 'cleanup', 'status', 'running', 't', now)
+end
 return running
+"""
+
+
+HOLDING = ("pending", "running", "waiting", "failed")
+"""Run statuses that keep a run's locks: a failed run may have left a host drained; cancel it to release."""
+
+_ACQUIRE = """
+local run_id, now, lease, prefix = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local holding = {pending = true, running = true, waiting = true, failed = true}
+for i, key in ipairs(KEYS) do
+  local holders = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+  local others = {}
+  for j = 1, #holders, 2 do
+    local h, score = holders[j], tonumber(holders[j + 1])
+    if h ~= run_id then
+      local st = redis.call('HGET', prefix .. 'run:' .. h, 'status')
+      if score < now or not st or not holding[st] then
+        redis.call('ZREM', key, h)
+      else
+        table.insert(others, h)
+      end
+    end
+  end
+  if #others >= tonumber(ARGV[4 + i]) then return {'busy', key, table.concat(others, ',')} end
+end
+for _, key in ipairs(KEYS) do
+  redis.call('ZADD', key, now + lease, run_id)
+  redis.call('SADD', prefix .. 'locks', key)
+end
+return {'ok'}
+"""
+
+_RENEW = """
+local now, lease, prefix = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local holding = {pending = true, running = true, waiting = true, failed = true}
+local renewed = 0
+for _, key in ipairs(redis.call('SMEMBERS', prefix .. 'locks')) do
+  for _, h in ipairs(redis.call('ZRANGE', key, 0, -1)) do
+    local st = redis.call('HGET', prefix .. 'run:' .. h, 'status')
+    local cl = redis.call('HGET', prefix .. 'run:' .. h, 'cleanup')
+    if st and (holding[st] or cl == 'running') then
+      if redis.call('ZADD', key, 'XX', 'GT', now + lease, h) == 0 then renewed = renewed + 1 end
+    else
+      redis.call('ZREM', key, h)
+    end
+  end
+  if redis.call('ZCARD', key) == 0 then redis.call('SREM', prefix .. 'locks', key) end
+end
+return renewed
 """
 
 
@@ -159,10 +298,19 @@ class Claim:
     attempt: int = 0
     memory: dict[str, Any] | None = None
     decision: dict[str, Any] | None = None
+    lost_lock: str = ""
 
     @property
     def ok(self) -> bool:
         return self.outcome == "ok"
+
+
+@dataclass(frozen=True)
+class Completion:
+    """What recording an outcome released: successors now ready, and flags (tolerated, start_cleanup)."""
+
+    ready: list[str]
+    flags: frozenset[str] = frozenset()
 
 
 def _s(value: Any) -> str:
@@ -185,6 +333,9 @@ class Store:
         self._heartbeat = client.register_script(_HEARTBEAT)
         self._pop_due = client.register_script(_POP_DUE)
         self._cancel = client.register_script(_CANCEL)
+        self._skip = client.register_script(_SKIP)
+        self._acquire = client.register_script(_ACQUIRE)
+        self._renew = client.register_script(_RENEW)
         self._plans: dict[str, Plan] = {}
 
     # ---- runs ------------------------------------------------------------------------------
@@ -202,16 +353,65 @@ class Store:
             "n_done": 0,
             "n_failed": 0,
             "n_active": 0,
+            "n_cleanup": len(plan.cleanup),
+            "n_cleanup_done": 0,
         }
+        every = {**plan.steps, **plan.cleanup}
         pipe = self.r.pipeline(transaction=True)
         pipe.hset(k.run(run_id), mapping=record)
         pipe.set(k.plan(run_id), json.dumps(plan.to_dict(), separators=(",", ":")))
-        if plan.steps:
-            pipe.hset(k.statuses(run_id), mapping={sid: Status.PENDING.value for sid in plan.steps})
-            pipe.hset(k.remaining(run_id), mapping={sid: len(s.deps) for sid, s in plan.steps.items()})
+        if every:
+            pipe.hset(k.statuses(run_id), mapping={sid: Status.PENDING.value for sid in every})
+            pipe.hset(k.remaining(run_id), mapping={sid: len(s.deps) for sid, s in every.items()})
         pipe.zadd(k.runs, {run_id: now})
         pipe.xadd(k.events(run_id), {"type": "run", "status": "pending", "t": now})
         pipe.execute()
+
+    # ---- locks --------------------------------------------------------------------------------
+    def lock_keys(self, plan: Plan) -> list[str]:
+        return [self.keys.lock(lock["name"]) for lock in plan.locks]
+
+    def acquire_locks(self, run_id: str, plan: Plan) -> tuple[str, str] | None:
+        """Take every lock of the plan at once; None when taken, else (lock, holders) that block it."""
+        if not plan.locks:
+            return None
+        res = self._acquire(keys=self.lock_keys(plan),
+                            args=[run_id, time.time(), LOCK_LEASE_SECONDS, self.keys.prefix,
+                                  *[lock["limit"] for lock in plan.locks]])
+        parts = [_s(x) for x in res]
+        if parts[0] == "ok":
+            return None
+        return parts[1][len(self.keys.prefix) + len("lock:"):], parts[2]
+
+    def wait_for_lock(self, run_id: str, lock: str, holders: str) -> None:
+        """Keep a pending run waiting for a lock; a timer retries starting it."""
+        k = self.keys
+        reason = f"waiting for lock '{lock}' held by run {holders}"
+        pipe = self.r.pipeline()
+        pipe.hset(k.run(run_id), "reason", reason)
+        pipe.zadd(k.timers, {k.member(run_id, "__start__"): time.time() + LOCK_RETRY_SECONDS})
+        pipe.execute()
+
+    def refuse_run(self, run_id: str, reason: str) -> None:
+        """A run that never started (its lock was held): cancelled, with the reason, kept for the audit."""
+        now = time.time()
+        k = self.keys
+        self.r.hset(k.run(run_id), mapping={"status": Status.CANCELLED.value, "reason": reason, "finished": now})
+        self.r.xadd(k.events(run_id), {"type": "run", "status": "cancelled", "reason": reason, "t": now})
+
+    def fail_run(self, run_id: str, reason: str) -> None:
+        k = self.keys
+        if self.r.hget(k.run(run_id), "status") in (b"running", b"pending"):
+            now = time.time()
+            self.r.hset(k.run(run_id), mapping={"status": Status.FAILED.value, "reason": reason, "finished": now})
+            self.r.xadd(k.events(run_id), {"type": "run", "status": "failed", "reason": reason, "t": now})
+
+    def renew_locks(self) -> int:
+        """Extend the locks of every run that still holds them; drop those of finished runs."""
+        return int(self._renew(keys=[], args=[time.time(), LOCK_LEASE_SECONDS, self.keys.prefix]))
+
+    def lock_holders(self, name: str) -> list[str]:
+        return [_s(x) for x in self.r.zrange(self.keys.lock(name), 0, -1)]
 
     def start_run(self, run_id: str) -> list[str]:
         """pending -> running; returns the steps ready to go (the roots)."""
@@ -306,36 +506,48 @@ class Store:
         return out
 
     def claim(self, run_id: str, step_id: str, worker: str, lease: float = LEASE_SECONDS) -> Claim:
+        """Make this worker the step's executor, or say why not (done, busy, early, not_ready, run_*, lost_lock)."""
         k = self.keys
+        plan = self.plan(run_id)
+        cleanup = step_id in plan.cleanup
         res = self._claim(
             keys=[k.run(run_id), k.statuses(run_id), k.remaining(run_id), k.step(run_id, step_id),
-                  k.events(run_id), k.leases, k.timers],
-            args=[step_id, time.time(), lease, worker, k.member(run_id, step_id)],
+                  k.events(run_id), k.leases, k.timers, *self.lock_keys(plan)],
+            args=[step_id, time.time(), lease, worker, k.member(run_id, step_id), "1" if cleanup else "0", run_id],
         )
         parts = [_s(x) for x in res]
+        if parts[0] == "lost_lock":
+            return Claim("lost_lock", lost_lock=parts[1][len(k.prefix) + len("lock:"):])
         if parts[0] != "ok":
             return Claim(parts[0])
         decision = json.loads(parts[4]) if parts[4] else None
         return Claim("ok", parts[1], int(parts[2]), json.loads(parts[3]), decision)
 
     def complete(self, run_id: str, step_id: str, token: str, status: Status, *, result: Any = None,
-                 error: str = "", memory: Mapping[str, Any] | None = None) -> list[str] | None:
-        """Record the outcome; return the successors now ready, or None when this execution was stale."""
+                 error: str = "", memory: Mapping[str, Any] | None = None) -> Completion | None:
+        """Record the outcome; return what it released, or None when this execution was stale."""
         k = self.keys
         plan = self.plan(run_id)
-        step = plan.steps.get(step_id)
-        succ = step.succ if step and status in DONE_OK else []
+        step = plan.steps.get(step_id) or plan.cleanup[step_id]
+        budget = step.budget if status == Status.FAILED else ""
         encoded = encode_result(result)
         res = self._complete(
             keys=[k.run(run_id), k.statuses(run_id), k.remaining(run_id), k.step(run_id, step_id),
                   k.events(run_id), k.leases],
             args=[step_id, token, status.value, encoded, error[:2000], time.time(), k.member(run_id, step_id),
-                  json.dumps(memory or {}), *succ],
+                  json.dumps(memory or {}), "1" if step.cleanup else "0", budget, plan.budgets.get(budget, 0),
+                  *step.succ],
         )
-        parts = [_s(x) for x in res]
-        if parts[0] == "stale":
-            return None
-        return parts[1:]
+        return _completion(res)
+
+    def skip(self, run_id: str, step_id: str, reason: str) -> Completion | None:
+        """pending -> skipped (counts as done); used for the rest of a for_each item that failed within budget."""
+        k = self.keys
+        step = self.plan(run_id).steps[step_id]
+        res = self._skip(keys=[k.run(run_id), k.statuses(run_id), k.remaining(run_id), k.step(run_id, step_id),
+                               k.events(run_id)],
+                         args=[step_id, time.time(), reason, *step.succ])
+        return _completion(res)
 
     def park(self, run_id: str, step_id: str, token: str, *, kind: str, wake_at: float, reason: str,
              memory: Mapping[str, Any]) -> bool:
@@ -403,35 +615,46 @@ class Store:
         return [_decode_hash(f) | {"id": _s(i)} for i, f in self.r.xrevrange(self.keys.audit, count=count)]
 
     # ---- cancel, resume, approvals -------------------------------------------------------------
-    def cancel(self, run_id: str, by: str) -> list[str]:
-        """Cancel a run: pending and waiting steps become cancelled; returns the steps still running."""
+    def cancel(self, run_id: str, by: str) -> tuple[list[str], bool]:
+        """Cancel a run: pending and waiting steps become cancelled. Returns the steps still running and
+        whether the cleanup phase starts now (it starts when the last running step has stopped otherwise)."""
         k = self.keys
         self.run(run_id)
+        plan = self.plan(run_id)
         res = self._cancel(keys=[k.run(run_id), k.statuses(run_id), k.events(run_id), k.timers],
-                           args=[time.time(), by, run_id])
+                           args=[time.time(), by, run_id, *plan.cleanup])
         parts = [_s(x) for x in res]
         if parts[0] != "ok":
-            raise InvalidTransition(f"run {run_id} is {parts[1]}; only an active run can be cancelled")
-        return parts[1:]
+            raise InvalidTransition(f"run {run_id} is {parts[1]}; only an active or failed run can be cancelled")
+        return parts[2:], parts[1] == "start_cleanup"
 
     def resume(self, run_id: str, by: str) -> list[str]:
-        """failed/cancelled -> running: failed and cancelled steps go back to pending; returns ready steps."""
+        """failed/cancelled -> running: failed and cancelled steps go back to pending (cleanup steps too, so they
+        run again after a later failure); counters are recomputed; returns the steps ready now."""
         k = self.keys
         record = self.run(run_id)
         if record["status"] not in (Status.FAILED, Status.CANCELLED):
             raise InvalidTransition(f"run {run_id} is {record['status']}; only a failed or cancelled run can be resumed")
+        if record.get("cleanup") == "running":
+            raise InvalidTransition(f"run {run_id} is still running its cleanup steps; resume when they are done")
         plan = self.plan(run_id)
         with self.r.lock(k.lock(f"resume:{run_id}"), timeout=30, blocking_timeout=10):
             statuses = self.statuses(run_id)
             if any(s == Status.RUNNING for s in statuses.values()):
                 raise InvalidTransition(f"run {run_id} still has running steps; wait for them to finish, then resume")
-            reset = [sid for sid, s in statuses.items() if s in (Status.FAILED, Status.CANCELLED)]
+            busy = self.acquire_locks(run_id, plan)
+            if busy:
+                raise LockHeld(busy[0], busy[1])
+            reset = [sid for sid, s in statuses.items()
+                     if s in (Status.FAILED, Status.CANCELLED) or (sid in plan.cleanup and s != Status.PENDING)]
             for sid in reset:
                 statuses[sid] = Status.PENDING.value
-            remaining = {sid: sum(1 for d in plan.steps[sid].deps if statuses.get(d) not in DONE_OK)
+            every = {**plan.steps, **plan.cleanup}
+            remaining = {sid: sum(1 for d in every[sid].deps if statuses.get(d) not in DONE_OK or sid in plan.cleanup)
                          for sid, s in statuses.items() if s == Status.PENDING}
-            ready = [sid for sid, n in remaining.items() if n == 0]
-            n_active = sum(1 for s in statuses.values() if s == Status.WAITING)
+            ready = [sid for sid, n in remaining.items() if n == 0 and sid in plan.steps]
+            waiting = [sid for sid in plan.steps if statuses[sid] == Status.WAITING]
+            n_done = sum(1 for sid in plan.steps if statuses[sid] in DONE_OK)
             pipe = self.r.pipeline(transaction=True)
             if reset:
                 pipe.hset(k.statuses(run_id), mapping={sid: Status.PENDING.value for sid in reset})
@@ -439,9 +662,12 @@ class Store:
                     pipe.hset(k.step(run_id, sid), "status", Status.PENDING.value)
             if remaining:
                 pipe.hset(k.remaining(run_id), mapping=remaining)
+            if waiting:
+                pipe.zadd(k.timers, {k.member(run_id, sid): 0 for sid in waiting})
             pipe.hset(k.run(run_id), mapping={"status": Status.RUNNING.value, "reason": "", "n_failed": 0,
-                                              "n_active": n_active, "resumed_by": by})
-            pipe.hdel(k.run(run_id), "finished")
+                                              "n_done": n_done, "n_active": len(waiting), "n_cleanup_done": 0,
+                                              "resumed_by": by})
+            pipe.hdel(k.run(run_id), "finished", "cleanup", *[f"budget:{b}" for b in plan.budgets])
             pipe.xadd(k.events(run_id), {"type": "run", "status": "running", "kind": "resume", "by": by, "t": time.time()})
             pipe.execute()
         return ready
@@ -457,6 +683,13 @@ class Store:
     def decision(self, run_id: str, step_id: str) -> dict[str, Any] | None:
         raw = self.r.hget(self.keys.step(run_id, step_id), "decision")
         return json.loads(raw) if raw else None
+
+
+def _completion(res: list[Any]) -> Completion | None:
+    parts = [_s(x) for x in res]
+    if parts[0] == "stale":
+        return None
+    return Completion(parts[2:], frozenset(f for f in parts[1].split(",") if f))
 
 
 def encode_result(result: Any) -> str:
@@ -503,10 +736,3 @@ def _parse_step(step_id: str, status: str, raw: dict[str, str]) -> dict[str, Any
     rec["status"] = status
     rec["attempt"] = int(rec.get("attempt") or 0)
     return rec
-
-
-def fail_step_now(store: Store, run_id: str, step_id: str, message: str) -> None:
-    """Claim and fail a step in one go (used when it cannot even start, e.g. its template is broken)."""
-    claim = store.claim(run_id, step_id, "hotswap")
-    if claim.ok:
-        store.complete(run_id, step_id, claim.token, Status.FAILED, error=message)
