@@ -64,6 +64,8 @@ class ActionContext:
     planned: list[dict[str, Any]] = field(default_factory=list)
     """In dry-run, what would have been done (commands, requests); the engine prints it."""
     cancelled: Callable[[], bool] = field(default=lambda: False)
+    save: Callable[[], None] = field(default=lambda: None)
+    """Persist ``memory`` now. Call it right after a side effect so a re-run after a crash skips it."""
 
     def not_yet(self, after: float, reason: str = "") -> typing.NoReturn:
         raise NotYet(after, reason)

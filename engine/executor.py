@@ -257,6 +257,7 @@ class Executor:
             return self._finish(run_id, step, claim, Status.FAILED, memory, error=str(e))
         with _heartbeat(self.store, run_id, step.id, claim.token, memory) as beat:
             ctx.cancelled = lambda: beat.cancelled() or cancelled_flag.is_set()
+            ctx.save = lambda: self._save_memory(run_id, step.id, claim.token, memory)
             try:
                 result = spec(ctx, **args)
             except NotYet as wait:
@@ -330,6 +331,10 @@ class Executor:
                             reason=f"retry after: {error}", memory=memory)
             return "retrying"
         return self._finish(run_id, step, claim, Status.FAILED, memory, error=error)
+
+    def _save_memory(self, run_id: str, step_id: str, token: str, memory: dict[str, Any]) -> None:
+        if not self.store.heartbeat(run_id, step_id, token, dict(memory)):
+            raise HotswapError(f"step {step_id} lost its lease; another worker has taken it over")
 
     def try_start(self, run_id: str) -> str:
         """Start a run that waits for its locks: take them and release its roots, or try again later."""

@@ -1,0 +1,157 @@
+"""Crash safety with faults injected for real: SIGKILLed workers, a restarted Redis, restarted workers,
+a killed CLI. Each test has its own redis-server and workers (short leases so detection is quick)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.engine.conftest import Harness
+from tests.support.redis_server import RedisServer
+from tests.support.workers import ROOT, Worker, wait_for
+
+pytestmark = pytest.mark.slow
+
+FAST_LEASE = {"HOTSWAP_LEASE_SECONDS": "2", "HOTSWAP_ACTION_MODULES": "tests.support.fault_actions"}
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def harness(own_redis: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Harness:
+    monkeypatch.setenv("HOTSWAP_ACTION_MODULES", "tests.support.fault_actions")
+    return Harness(own_redis.url, tmp_path)
+
+
+def start_worker(url: str, tmp: Path, name: str) -> Worker:
+    return Worker(url, tmp / name, concurrency=2, name=name, env=FAST_LEASE).start()
+
+
+def test_sigkilled_worker_mid_step_is_detected_and_the_step_resumes_without_redoing(
+        harness: Harness, own_redis: RedisServer, tmp_path: Path) -> None:
+    work = tmp_path / "effects"
+    work.mkdir()
+    first = start_worker(own_redis.url, tmp_path, "w1")
+    try:
+        run = harness.launch(f"""
+name: crash
+steps:
+  - id: phases
+    action: test.phases
+    with: {{directory: "{work}", count: 3, pause: 1.5}}
+  - id: after
+    action: core.echo
+    with: {{message: "{{{{ steps.phases.result.done | join(',') }}}}"}}
+""")
+        wait_for(lambda: (work / "phase-1").exists(), what="phase 1 to happen")
+        wait_for(lambda: 1 in (harness.step(run, "phases").get("memory") or {}).get("done", []),
+                 what="progress to be recorded")
+        first.kill()
+    finally:
+        first.stop()
+    assert harness.step(run, "phases")["status"] == "running", "the dead worker's step looks alive until its lease ends"
+    second = start_worker(own_redis.url, tmp_path, "w2")
+    try:
+        record = harness.wait(run, timeout=60)
+    finally:
+        second.stop()
+    assert record["status"] == "succeeded", record.get("reason")
+    step = harness.step(run, "phases")
+    assert step["attempt"] == 2
+    takeovers = [e for _, e in harness.store.events(run) if e.get("kind") == "takeover"]
+    assert len(takeovers) == 1 and takeovers[0]["step"] == "phases"
+    for i in range(3):
+        lines = (work / f"phase-{i}").read_text().splitlines()
+        assert len(lines) == 1, f"phase {i} ran {len(lines)} times"
+    assert (work / "phase-2").read_text() == "attempt 2\n"
+
+
+def test_redis_restart_mid_run_loses_nothing(harness: Harness, own_redis: RedisServer, tmp_path: Path) -> None:
+    worker = start_worker(own_redis.url, tmp_path, "w1")
+    try:
+        run = harness.launch("""
+name: survive
+steps:
+  - id: before
+    action: core.echo
+    with: {message: before}
+  - id: wait
+    action: core.wait_until
+    with: {condition: "{{ poll >= 8 }}", interval: 0.5}
+  - parallel:
+      - id: a
+        action: core.echo
+        with: {message: a}
+      - id: b
+        action: core.echo
+        with: {message: b}
+  - id: after
+    action: core.echo
+    with: {message: "{{ steps.a.result.message }}{{ steps.b.result.message }}"}
+""")
+        harness.wait_step(run, "wait", "waiting")
+        events_before = len(harness.store.events(run))
+        own_redis.stop()
+        own_redis.start()
+        record = harness.wait(run, timeout=90)
+    finally:
+        worker.stop()
+    assert record["status"] == "succeeded"
+    assert harness.step(run, "after")["result"]["message"] == "ab"
+    assert len(harness.store.events(run)) > events_before
+
+
+def test_restarting_every_worker_changes_nothing_for_the_run(harness: Harness, own_redis: RedisServer,
+                                                             tmp_path: Path) -> None:
+    worker = start_worker(own_redis.url, tmp_path, "w1")
+    run = harness.launch("""
+name: restart
+steps:
+  - id: wait
+    action: core.wait_until
+    with: {condition: "{{ poll >= 6 }}", interval: 0.5}
+  - id: after
+    action: core.echo
+    with: {message: done}
+""")
+    harness.wait_step(run, "wait", "waiting")
+    worker.stop()
+    worker = start_worker(own_redis.url, tmp_path, "w2")
+    try:
+        assert harness.wait(run, timeout=60)["status"] == "succeeded"
+    finally:
+        worker.stop()
+    assert harness.step(run, "wait")["attempt"] == 1
+
+
+def test_killing_the_cli_while_it_follows_changes_nothing(harness: Harness, own_redis: RedisServer,
+                                                          tmp_path: Path) -> None:
+    worker = start_worker(own_redis.url, tmp_path, "w1")
+    try:
+        run = harness.launch("""
+name: follow
+steps:
+  - id: wait
+    action: core.wait_until
+    with: {condition: "{{ poll >= 6 }}", interval: 0.4}
+""")
+        env = {**os.environ, "HOTSWAP_REDIS_URL": own_redis.url, "HOTSWAP_HOME": str(tmp_path / "cli")}
+        cli = subprocess.Popen([sys.executable, "-m", "engine.cli", "logs", run, "--follow"], cwd=ROOT, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        harness.wait_step(run, "wait", "waiting")
+        cli.send_signal(signal.SIGKILL)
+        cli.wait(timeout=10)
+        assert harness.wait(run, timeout=60)["status"] == "succeeded"
+    finally:
+        worker.stop()
