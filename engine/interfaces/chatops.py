@@ -26,8 +26,9 @@ from urllib.parse import parse_qs, urlsplit
 import requests
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 
-from engine.errors import HotswapError, ValidationError
+from engine.errors import HotswapError, InvalidTransition, ValidationError
 from engine.interfaces.facade import RunbookCatalog, once
 from engine.interfaces.guard import GuardedService
 from engine.interfaces.policy import Policy
@@ -310,11 +311,18 @@ class SlackBot:
         verb = "approved" if approved else "rejected"
         try:
             first = self.guard(who).approve(run_id, step, approved=approved, comment="via chat button")
-            text = f"{step} {verb}" if first else f"{step} was already decided; your click changed nothing"
+            text = f"{step} {verb}" if first else self._already(run_id, step)
+        except InvalidTransition as e:
+            text = self._already(run_id, step) if self.service.store.decision(run_id, step) else f"⛔ {e}"
         except HotswapError as e:
             text = f"⛔ {e}"
         if response_url:
             self.respond(response_url, {**_ephemeral(text), "replace_original": False})
+
+    def _already(self, run_id: str, step: str) -> str:
+        decision = self.service.store.decision(run_id, step) or {}
+        verb = "approved" if decision.get("approved") else "rejected"
+        return f"{step} was already {verb} by {decision.get('by', 'someone')}; your click changed nothing"
 
 
 def _ephemeral(text: str) -> dict[str, Any]:
@@ -351,7 +359,7 @@ def slack_router(bot: SlackBot) -> APIRouter:
     async def verified(request: Request) -> bytes | JSONResponse:
         body = await request.body()
         try:
-            bot.check(request.headers, body)
+            await run_in_threadpool(bot.check, request.headers, body)
         except SlackAuthError as e:
             client = request.client.host if request.client else "?"
             log.warning("refused a Slack request from %s: %s", client, e)
@@ -363,7 +371,7 @@ def slack_router(bot: SlackBot) -> APIRouter:
         body = await verified(request)
         if isinstance(body, Response):
             return body
-        return JSONResponse(bot.command(_form(body)))
+        return JSONResponse(await run_in_threadpool(bot.command, _form(body)))
 
     @router.post("/interactive")
     async def interactive(request: Request) -> Response:
@@ -374,7 +382,7 @@ def slack_router(bot: SlackBot) -> APIRouter:
             payload = json.loads(_form(body).get("payload", ""))
         except ValueError:
             return JSONResponse({"error": "validation", "message": "payload is not JSON"}, status_code=400)
-        bot.interaction(payload)
+        await run_in_threadpool(bot.interaction, payload)
         return Response(status_code=200)
 
     return router

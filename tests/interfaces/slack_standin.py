@@ -18,6 +18,7 @@ class Call:
     path: str
     auth: str
     body: dict[str, Any]
+    reply: dict[str, Any]
 
     @property
     def method(self) -> str:
@@ -62,11 +63,11 @@ class SlackStandIn:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(length) or b"{}")
                 with standin.lock:
-                    standin.calls.append(Call(self.path, self.headers.get("Authorization", ""), body))
                     ts = f"1700000000.{next(standin.ts):06d}"
+                reply: dict[str, Any] = {}
                 if self.path.startswith("/api/"):
                     if not self.headers.get("Authorization", "").startswith("Bearer xoxb-"):
-                        reply: dict[str, Any] = {"ok": False, "error": "not_authed"}
+                        reply = {"ok": False, "error": "not_authed"}
                     elif self.path.endswith("chat.update"):
                         reply = {"ok": True, "channel": body.get("channel"), "ts": body.get("ts"), "text": body.get("text")}
                     else:
@@ -78,6 +79,8 @@ class SlackStandIn:
                     data = b"ok"
                     self.send_response(200)
                     self.send_header("Content-Type", "text/plain")
+                with standin.lock:
+                    standin.calls.append(Call(self.path, self.headers.get("Authorization", ""), body, reply))
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
