@@ -182,11 +182,14 @@ def follow(client: Client, run_id: str, show_logs: bool) -> int:
                 elif kind == "run":
                     reason = f": {ev['reason']}" if ev.get("reason") else ""
                     print(f"{stamp} run {run_id} {ev.get('status')}{reason}")
+                elif kind == "cleanup":
+                    print(f"{stamp} cleanup {ev.get('status')}")
                 elif kind == "approval_requested":
                     print(f"{stamp} ? {ev.get('step')} needs approval: {ev.get('message')}  "
                           f"-> hotswap approve {run_id} {ev.get('step')}")
-            status = service.run(run_id)["status"]
-            if status in TERMINAL_RUN and not service.events(run_id, last):
+            record = service.run(run_id)
+            status = record["status"]
+            if status in TERMINAL_RUN and record.get("cleanup") != "running" and not service.events(run_id, last):
                 return 0 if status == "succeeded" else 1
     except KeyboardInterrupt:
         print(f"\nstopped following; run {run_id} goes on (hotswap status {run_id})")

@@ -18,6 +18,8 @@ from engine import templating
 from engine.errors import HotswapError, StepTimeout
 from engine.keys import HEARTBEAT_SECONDS
 from engine.plan import Plan, PlanStep
+from engine.secrets import resolve_params as resolve_secrets
+from engine.secrets import scrub
 from engine.states import Status
 from engine.store import Claim, Completion, Store
 
@@ -53,9 +55,7 @@ class StepLog:
         self.store, self.run_id, self.step_id, self.secrets = store, run_id, step_id, [s for s in secrets if s]
 
     def _write(self, level: str, message: str) -> None:
-        for secret in self.secrets:
-            message = message.replace(secret, "***")
-        self.store.log(self.run_id, self.step_id, level, message)
+        self.store.log(self.run_id, self.step_id, level, scrub(message, self.secrets))
 
     def info(self, message: str) -> None:
         self._write("info", message)
@@ -114,10 +114,10 @@ class StepsView(Mapping[str, Any]):
         return len(self._plan.steps)
 
 
-def template_context(plan: Plan, step: PlanStep, steps: Mapping[str, Any], run: Mapping[str, Any],
+def template_context(params: Mapping[str, Any], step: PlanStep, steps: Mapping[str, Any], run: Mapping[str, Any],
                      inventory: Any, memory: Mapping[str, Any]) -> dict[str, Any]:
     return {
-        "params": plan.params,
+        "params": params,
         "inventory": inventory,
         "steps": steps,
         "run": run,
@@ -213,17 +213,20 @@ class Executor:
         plan = self.store.plan(run_id)
         step = plan.steps.get(step_id) or plan.cleanup[step_id]
         record = self.store.run(run_id)
-        secrets = [str(s) for s in record.get("secret_values") or []]
-        log = StepLog(self.store, run_id, step_id, secrets)
         memory = dict(claim.memory or {})
         try:
-            return self._execute(plan, step, record, claim, log, memory, secrets)
+            params, secrets = resolve_secrets(plan.params, plan.secret_params)
+        except HotswapError as e:
+            return self._finish(run_id, step, claim, Status.FAILED, memory, error=str(e))
+        log = StepLog(self.store, run_id, step_id, secrets)
+        try:
+            return self._execute(plan, step, record, claim, log, memory, params, secrets)
         except self.interrupts:
             return self._fail_or_retry(run_id, step, claim, memory,
                                        StepTimeout(step_id, step.timeout or 0).args[0], log)
 
     def _execute(self, plan: Plan, step: PlanStep, record: Mapping[str, Any], claim: Claim, log: StepLog,
-                 memory: dict[str, Any], secrets: list[str]) -> str:
+                 memory: dict[str, Any], params: dict[str, Any], secrets: list[str]) -> str:
         run_id, now = record["id"], time.time()
         memory.setdefault("first_started", now)
         if step.timeout and now > memory["first_started"] + step.timeout:
@@ -245,7 +248,7 @@ class Executor:
         ctx.approvals = _FixedDecision(claim.decision)
         steps = StepsView(lambda ids: self.store.results(run_id, ids), plan, step.prefixes)
         inventory_ctx = tk.inventory.as_template_context() if hasattr(tk.inventory, "as_template_context") else {}
-        context = template_context(plan, step, steps, ctx.run, inventory_ctx, memory)
+        context = template_context(params, step, steps, ctx.run, inventory_ctx, memory)
         try:
             if step.when is not None and not templating.render(step.when, context):
                 log.info(f"skipped: condition {step.when} is false")
@@ -332,6 +335,15 @@ class Executor:
             return "retrying"
         return self._finish(run_id, step, claim, Status.FAILED, memory, error=error)
 
+    def _secrets(self, run_id: str) -> list[str]:
+        plan = self.store.plan(run_id)
+        if not plan.secret_params:
+            return []
+        try:
+            return resolve_secrets(plan.params, plan.secret_params)[1]
+        except HotswapError:
+            return []
+
     def _save_memory(self, run_id: str, step_id: str, token: str, memory: dict[str, Any]) -> None:
         if not self.store.heartbeat(run_id, step_id, token, dict(memory)):
             raise HotswapError(f"step {step_id} lost its lease; another worker has taken it over")
@@ -353,6 +365,8 @@ class Executor:
 
     def _finish(self, run_id: str, step: PlanStep, claim: Claim, status: Status, memory: dict[str, Any], *,
                 result: Any = None, error: str = "") -> str:
+        secrets = self._secrets(run_id)
+        result, error, memory = scrub(result, secrets), scrub(error, secrets), scrub(memory, secrets)
         try:
             done = self.store.complete(run_id, step.id, claim.token, status, result=result, error=error, memory=memory)
         except ValueError as e:

@@ -12,6 +12,7 @@ from engine import templating
 from engine.durations import parse_duration
 from engine.errors import ValidationError, ValidationIssue
 from engine.runbook import ParamDef, Runbook
+from engine.secrets import check_reference
 
 MAX_VALUE_CHARS = 4096
 _TRUE = {"true", "yes", "on", "1"}
@@ -52,7 +53,12 @@ def coerce(spec: ParamDef, raw: Any) -> Any:
     if isinstance(raw, str) and len(raw) > MAX_VALUE_CHARS:
         raise ValueError(f"is {len(raw)} characters long; the limit is {MAX_VALUE_CHARS}")
     kind = spec.type
-    if kind in ("string", "host", "secret"):
+    if kind == "secret":
+        why = check_reference(raw) if isinstance(raw, str) else "must be a reference string"
+        if why:
+            raise ValueError(why)
+        return raw
+    if kind in ("string", "host"):
         if isinstance(raw, dict | list) or raw is None:
             raise ValueError(f"must be a {kind}, got {type(raw).__name__}")
         return str(raw)
@@ -125,15 +131,6 @@ def check_constraints(spec: ParamDef, value: Any, inventory: Any) -> None:
             close = difflib.get_close_matches(value, list(hosts), n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise ValueError(f"names host {value!r}, which is not in the inventory{hint}: see 'hotswap inventory'")
-
-
-def secret_values(runbook: Runbook, params: Mapping[str, Any]) -> list[str]:
-    return [str(params[n]) for n, p in runbook.params.items() if p.type == "secret" and params.get(n)]
-
-
-def redacted(runbook: Runbook, params: Mapping[str, Any]) -> dict[str, Any]:
-    return {n: ("***" if n in runbook.params and runbook.params[n].type == "secret" and v is not None else v)
-            for n, v in params.items()}
 
 
 def _inventory_context(inventory: Any) -> Any:

@@ -64,6 +64,8 @@ class Plan:
     """[{name, limit, on_busy}] rendered."""
     budgets: dict[str, int] = field(default_factory=dict)
     """for_each id -> how many items may fail before the run fails."""
+    secret_params: list[str] = field(default_factory=list)
+    """Parameters holding secret references (env:NAME, file:/path), resolved only in workers."""
     cleanup: dict[str, PlanStep] = field(default_factory=dict)
     cleanup_structure: Structure = field(default_factory=lambda: ["seq", []])
     version: int = PLAN_VERSION
@@ -79,6 +81,7 @@ class Plan:
             "groups": self.groups,
             "locks": self.locks,
             "budgets": self.budgets,
+            "secret_params": self.secret_params,
             "cleanup": [s.to_dict() for s in self.cleanup.values()],
             "cleanup_structure": self.cleanup_structure,
         }
@@ -96,6 +99,7 @@ class Plan:
             groups=data["groups"],
             locks=data.get("locks", []),
             budgets=data.get("budgets", {}),
+            secret_params=data.get("secret_params", []),
             cleanup={s["id"]: PlanStep.from_dict(s) for s in data.get("cleanup", [])},
             cleanup_structure=data.get("cleanup_structure", ["seq", []]),
         )
@@ -132,6 +136,7 @@ def build_plan(runbook: Runbook, params: Mapping[str, Any], inventory_context: M
         groups=builder.groups,
         locks=locks,
         budgets=builder.budgets,
+        secret_params=[n for n, p in runbook.params.items() if p.type == "secret"],
         cleanup=builder.steps,
         cleanup_structure=cleanup_structure,
     )

@@ -12,7 +12,7 @@ from typing import Any
 
 from actions.base import ActionRegistry
 from engine.errors import ApprovalDenied, InvalidTransition, LockHeld, StepNotFound, ValidationError
-from engine.params import redacted, resolve_params, secret_values
+from engine.params import resolve_params
 from engine.plan import Plan, build_plan
 from engine.runbook import Runbook, load_runbook
 from engine.states import Status
@@ -55,22 +55,20 @@ class Service:
     def launch(self, path: str | Path, params: Mapping[str, Any], who: Identity, *, dry_run: bool = False,
                executor: str = "hotswap") -> str:
         runbook, plan = self.plan(path, params)
-        secrets = secret_values(runbook, plan.params)
         run_id = new_run_id()
         stored_plan = plan
         meta = {
             "launched_by": who.name,
             "source": who.source,
             "launched_by_detail": dict(who.detail),
-            "params": redacted(runbook, plan.params),
+            "params": plan.params,
             "dry_run": dry_run,
             "executor": executor,
-            "secret_values": secrets,
             "locks": plan.locks,
         }
         self.store.create_run(run_id, stored_plan, meta)
         self.store.audit(action="launch", run=run_id, runbook=runbook.name, who=who.name, source=who.source,
-                         params=redacted(runbook, plan.params), dry_run=dry_run)
+                         params=plan.params, dry_run=dry_run)
         busy = self.store.acquire_locks(run_id, plan)
         if busy:
             lock, holders = busy
@@ -94,7 +92,6 @@ class Service:
     # ---- reading ------------------------------------------------------------------------------
     def run(self, run_id: str) -> dict[str, Any]:
         record = self.store.run(run_id)
-        record.pop("secret_values", None)
         return record
 
     def status(self, run_id: str) -> dict[str, Any]:
@@ -114,8 +111,6 @@ class Service:
 
     def runs(self, limit: int = 20, status: str | None = None, runbook: str | None = None) -> list[dict[str, Any]]:
         out = self.store.list_runs(limit, status, runbook)
-        for rec in out:
-            rec.pop("secret_values", None)
         return out
 
     def logs(self, run_id: str, step_id: str | None = None) -> list[dict[str, Any]]:

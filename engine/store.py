@@ -709,7 +709,7 @@ def _field(value: Any) -> str | int | float:
 
 _NUMERIC = {"created", "started", "finished", "n_steps", "n_done", "n_failed", "n_active", "attempt", "wake_at",
             "lease_until", "token"}
-_JSON = {"params", "launched_by_detail", "result", "memory", "decision", "locks", "secret_values"}
+_JSON = {"params", "launched_by_detail", "result", "memory", "decision", "locks"}
 _BOOL = {"dry_run"}
 
 

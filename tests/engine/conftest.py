@@ -17,6 +17,8 @@ from engine.store import Store
 from tests.support.redis_server import RedisServer
 from tests.support.workers import Worker, wait_for
 
+SECRET_VALUE = "s3cr3t-Value-42"
+"""Known to the session worker as $HS_TEST_TOKEN; must never appear in Redis."""
 TERMINAL = {Status.SUCCEEDED, Status.FAILED, Status.CANCELLED}
 
 
@@ -29,7 +31,8 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 @pytest.fixture(scope="session")
 def worker(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
-    w = Worker(redis_server.url, tmp_path_factory.mktemp("worker-home"), concurrency=4).start()
+    w = Worker(redis_server.url, tmp_path_factory.mktemp("worker-home"), concurrency=4,
+               env={"HS_TEST_TOKEN": SECRET_VALUE}).start()
     yield w
     w.stop()
 
