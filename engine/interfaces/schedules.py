@@ -256,12 +256,27 @@ def next_fire(d: ScheduleDef, now: float, last: float | None) -> float:
     """When an entry fires next. Interval entries count from their last fire (or from now, when the
     scheduler has not fired them yet: beat's first fire comes one interval after it starts)."""
     if d.every is not None:
-        return max(now, (last or now) + d.every) if last else now + d.every
+        return max(now, last + d.every) if last else now + d.every
     from celery.schedules import crontab
 
-    sched = crontab.from_string(d.cron or "* * * * *")
-    start = datetime.fromtimestamp(now, UTC)
-    return now + float(sched.remaining_estimate(start).total_seconds())
+    return next_cron(crontab.from_string(d.cron or "* * * * *"), datetime.fromtimestamp(now, UTC)).timestamp()
+
+
+def next_cron(sched: Any, after: datetime) -> datetime:
+    """The first minute after ``after`` (UTC) that a Celery crontab matches (its fields are sets; as in
+    Celery, day of month and day of week must both match)."""
+    start = (after + timedelta(minutes=1)).replace(second=0, microsecond=0)
+    day = start.date()
+    for _ in range(366 * 8):
+        if day.month in sched.month_of_year and day.day in sched.day_of_month and \
+                day.isoweekday() % 7 in sched.day_of_week:
+            for hour in sorted(sched.hour):
+                for minute in sorted(sched.minute):
+                    t = datetime(day.year, day.month, day.day, hour, minute, tzinfo=UTC)
+                    if t >= start:
+                        return t
+        day += timedelta(days=1)
+    raise HotswapError("this cron expression never fires")
 
 
 def _iso(t: float) -> str:
