@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import redis
