@@ -16,7 +16,7 @@ from redis.exceptions import RedisError
 from actions.base import ActionContext, ActionRegistry, ActionSpec, NotYet, check_value, coerce_value
 from engine import templating
 from engine.errors import HotswapError, StepTimeout
-from engine.keys import HEARTBEAT_SECONDS
+from engine.keys import CANCEL_CHECK_SECONDS, HEARTBEAT_SECONDS
 from engine.plan import Plan, PlanStep
 from engine.secrets import resolve_params as resolve_secrets
 from engine.secrets import scrub
@@ -164,9 +164,13 @@ class _Heartbeat:
         self.thread = threading.Thread(target=self._loop, name=f"heartbeat-{step_id}", daemon=True)
 
     def _loop(self) -> None:
-        while not self.stop.wait(HEARTBEAT_SECONDS):
+        last_beat = time.monotonic()
+        while not self.stop.wait(CANCEL_CHECK_SECONDS):
             try:
-                alive = self.store.heartbeat(self.run_id, self.step_id, self.token, dict(self.memory))
+                alive = True
+                if time.monotonic() - last_beat >= HEARTBEAT_SECONDS:
+                    alive = self.store.heartbeat(self.run_id, self.step_id, self.token, dict(self.memory))
+                    last_beat = time.monotonic()
                 status = self.store.r.hget(self.store.keys.run(self.run_id), "status")
             except (OSError, RedisError):
                 continue  # Redis briefly away: the lease has slack; try again next beat

@@ -152,6 +152,9 @@ class Service:
         if allowed and who.name not in allowed:
             self.store.audit(action="approve_denied", run=run_id, step=step_id, who=who.name, source=who.source)
             raise ApprovalDenied(f"{who.name} may not approve '{step_id}': allowed are {', '.join(allowed)}")
+        if self.store.decision(run_id, step_id) is not None:
+            self.store.audit(action="approve_repeated", run=run_id, step=step_id, who=who.name, source=who.source)
+            return False
         status = self.store.statuses(run_id).get(step_id)
         if status in (Status.SUCCEEDED, Status.FAILED, Status.SKIPPED, Status.CANCELLED):
             raise InvalidTransition(f"step '{step_id}' is already {status}")
