@@ -173,7 +173,8 @@ def load_notifications(raw: Any) -> tuple[Notification, ...]:
     for i, n in enumerate(raw):
         if not isinstance(n, dict) or not (n.get("chat") or n.get("webhook")):
             raise ConfigError(f"notifications[{i}] needs 'chat' (a channel) or 'webhook' (a URL)")
-        on = n.get("on") or ["success", "failure", "waiting"]
+        # YAML 1.1 reads a bare `on:` key as the boolean true
+        on = n.get("on") or n.get(True) or ["success", "failure", "waiting"]
         bad = set(on) - {"success", "failure", "waiting"}
         if bad:
             raise ConfigError(f"notifications[{i}].on: unknown event(s) {', '.join(sorted(bad))}; use success, "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -165,7 +166,7 @@ schedules:
 class Stack:
     """The server under test and everything around it."""
 
-    def __init__(self, url: str, tmp: Path, slack: SlackStandIn) -> None:
+    def __init__(self, url: str, tmp: Path, slack: SlackStandIn, **overrides: Any) -> None:
         self.tmp = tmp
         self.slack = slack
         self.runbooks = tmp / "runbooks"
@@ -189,6 +190,7 @@ class Stack:
                                 {"replace": CommandAlias("replace-node", ("host",))}, ("hooks.slack.com",)),
             schedules=tmp / "schedules.yaml",
         )
+        self.settings = replace(self.settings, **overrides)
         self.server: Server = build(self.service, self.settings, self.config, port=0).start()
         self.url = self.server.url
 

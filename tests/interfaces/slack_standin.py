@@ -95,6 +95,10 @@ class SlackStandIn:
         with self.lock:
             return [c for c in self.calls if c.method == method]
 
+    def posts_to(self, prefix: str) -> list[Call]:
+        with self.lock:
+            return [c for c in self.calls if c.path.startswith(prefix)]
+
     def responses(self) -> list[Call]:
         with self.lock:
             return [c for c in self.calls if c.path.startswith("/commands/")]
