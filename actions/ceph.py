@@ -207,6 +207,8 @@ def unset_flags(ctx: ActionContext, *, cluster: str, flags: list[str]) -> dict[s
             _ceph(ctx, c, "osd", "unset", flag, mutating=True)
             if flag not in mine:
                 mine.append(flag)
+        elif ctx.dry_run:  # an earlier step of the same dry-run would have set it
+            ctx.would("unset the flag if it is set by then", flag=flag)
     return {
         "unset": list(mine),
         "already_unset": [f for f in wanted if f not in current and f not in mine],
@@ -448,12 +450,16 @@ def _gradual_plan(
     target: float,
     step: float,
     assume_weight: float | None,
+    start_at: float | None = None,
 ) -> dict[str, Any]:
-    """Dry-run: record every reweight command of every step, from the real current weights."""
+    """Dry-run: record every reweight command of every step, from the real current weights (or from
+    ``start_at`` for every OSD)."""
     known = cj.tree_osds(_read(ctx, cluster, "osd", "tree"))
     start: dict[int, float] = {}
     for osd in osds:
-        if osd in known:
+        if start_at is not None:
+            start[osd] = start_at
+        elif osd in known:
             start[osd] = known[osd].crush_weight
         elif assume_weight is not None:
             start[osd] = assume_weight
@@ -715,7 +721,9 @@ def add_node(
     _create_osds(ctx, c, h.name, ids, list(memory["devices"]))
     if ctx.dry_run:
         ctx.would("wait until the new OSDs are up and in", osds=cj.names(ids))
-        plan = _gradual(ctx, c, {}, ids, gentle, assume_weight=0.0)
+        # The OSDs are created at weight 0 (a destroyed one keeps its weight, 0 after a drain); an
+        # earlier step of the same dry-run (drain, destroy) did not really happen, so do not read it.
+        plan = _gradual_plan(ctx, c, ids, target=gentle.target, step=gentle.step, assume_weight=0.0, start_at=0.0)
         return {**plan, "created": list(memory["created"])}
     _wait_up_and_in(ctx, c, h.name, ids, boot_timeout, interval)
     _place_in_crush(ctx, c, h.name, ids)
@@ -732,7 +740,11 @@ def _create_osds(ctx: ActionContext, cluster: Any, host: str, ids: list[int], de
         if osd in created:
             continue
         state = dump.get(osd)
-        if state is not None and state.up_and_in:
+        if ctx.dry_run and state is not None and not state.destroyed:
+            ctx.log.info(f"[dry-run] {state.describe()} now: a real run creates it only once an earlier "
+                         f"step destroyed it")
+            ctx.ssh.run(host, cluster.command("osd_create", id=osd, device=device, host=host), mutating=True)
+        elif state is not None and state.up_and_in:
             ctx.log.info(f"osd.{osd} already exists, up and in: not creating it again")
         elif state is not None and not state.destroyed:
             raise ActionError(
@@ -778,3 +790,218 @@ def _place_in_crush(ctx: ActionContext, cluster: Any, host: str, ids: list[int])
     for osd in outside:
         location = ("root=default", f"host={host}")
         _ceph(ctx, cluster, "osd", "crush", "add", f"osd.{osd}", "0", *location, mutating=True)
+
+
+# -- pre-flight and rebalancing ---------------------------------------------------------------------
+
+
+def _max_pool_size(dump: dict[str, Any]) -> int:
+    return max((int(p.get("size", 0)) for p in dump.get("pools") or []), default=0)
+
+
+def _weighted_hosts(tree: dict[str, Any]) -> dict[str, float]:
+    """CRUSH host buckets and the sum of their OSDs' CRUSH weights."""
+    osds = cj.tree_osds(tree)
+    hosts: dict[str, float] = {}
+    for osd in osds.values():
+        if osd.host is not None:
+            hosts[osd.host] = hosts.get(osd.host, 0.0) + osd.crush_weight
+    for node in tree.get("nodes") or []:
+        if node.get("type") == "host":
+            hosts.setdefault(str(node["name"]), 0.0)
+    return hosts
+
+
+def projected_utilization(df: dict[str, Any], leaving: list[int]) -> dict[int, float]:
+    """Utilization (fraction) each remaining OSD would reach if the data of ``leaving`` spread over
+    the remaining in OSDs in proportion to their CRUSH weight x reweight."""
+    nodes = [n for n in df.get("nodes") or [] if n.get("type", "osd") == "osd"]
+    moving = sum(int(n.get("kb_used", 0)) for n in nodes if int(n["id"]) in leaving)
+    stay = [n for n in nodes if int(n["id"]) not in leaving and float(n.get("reweight", 0)) > 0
+            and int(n.get("kb", 0)) > 0]
+    total = sum(float(n.get("crush_weight", 0)) * float(n.get("reweight", 0)) for n in stay)
+    out: dict[int, float] = {}
+    for n in stay:
+        share = float(n.get("crush_weight", 0)) * float(n.get("reweight", 0)) / total if total else 0.0
+        out[int(n["id"])] = (int(n.get("kb_used", 0)) + moving * share) / int(n["kb"])
+    return out
+
+
+def _preflight_problems(
+    summary: cj.Summary, dump: dict[str, Any], tree: dict[str, Any], df: dict[str, Any],
+    host: str, osds: list[int], allowed: list[str],
+) -> tuple[list[str], dict[str, Any]]:
+    problems: list[str] = []
+    unexpected = summary.health.unexpected(allowed)
+    if unexpected:
+        problems.append(f"{summary.health.status}: {summary.health.describe(unexpected)}")
+    if not summary.all_clean or summary.misplaced_ratio > 0:
+        bad = ", ".join(f"{n} {s}" for s, n in sorted(cj.unclean(summary.pg_states).items()))
+        problems.append(f"data is moving or degraded ({bad or f'misplaced {summary.misplaced_ratio:.1%}'}): "
+                        "wait until every PG is active+clean")
+    osd_states = cj.dump_osds(dump)
+    others_down = [o for o, st in osd_states.items() if o not in osds and st.in_ and not st.up]
+    if others_down:
+        problems.append(f"{cj.names(others_down)} down on other hosts: fix them first")
+    hosts = _weighted_hosts(tree)
+    remaining = sorted(h for h, w in hosts.items() if h != host and w > 0)
+    size = _max_pool_size(dump)
+    if len(remaining) < size:
+        problems.append(f"only {len(remaining)} host(s) with weight would remain for pools of size {size}: "
+                        "the data could not be re-replicated")
+    nearfull = float(dump.get("nearfull_ratio", 0.85) or 0.85)
+    projected = projected_utilization(df, osds)
+    fullest = max(projected.items(), key=lambda kv: kv[1], default=(None, 0.0))
+    if fullest[0] is not None and fullest[1] >= nearfull:
+        problems.append(f"osd.{fullest[0]} would reach {fullest[1]:.0%} used (nearfull ratio {nearfull:.0%}): "
+                        "add capacity first")
+    facts = {
+        "remaining_hosts": remaining,
+        "max_pool_size": size,
+        "nearfull_ratio": nearfull,
+        "projected_max_utilization": round(fullest[1], 4),
+    }
+    return problems, facts
+
+
+@action("ceph.preflight")
+def preflight(
+    ctx: ActionContext,
+    *,
+    cluster: str,
+    host: str,
+    allowed_checks: list[str] | None = None,
+    check_ok_to_stop: bool = True,
+) -> dict[str, Any]:
+    """Check that the OSDs of CRUSH host ``host`` may be drained and taken out now, and record them.
+
+    Refuses unless: health is OK (or only ``allowed_checks`` are raised); every PG is active+clean
+    with nothing misplaced (no recovery running); no OSD of another host is down; enough hosts with
+    weight remain for the largest pool size; the remaining OSDs can absorb the host's data below the
+    nearfull ratio; and ``ceph osd ok-to-stop`` agrees for the host's OSDs. Returns ``osds``, their
+    CRUSH ``weights`` (keyed by id as text), ``weight`` (the largest, to restore them like for like),
+    the host's inventory ``devices`` and the facts checked.
+    """
+    c = ctx.inventory.cluster(cluster)
+    allowed = list(allowed_checks or [])
+    tree = _read(ctx, c, "osd", "tree")
+    osds = cj.host_osds(tree, host)
+    if osds is None:
+        raise ActionError(f"no CRUSH host bucket '{host}' in cluster {cluster}: check 'ceph osd tree'")
+    if not osds:
+        raise ActionError(f"CRUSH host bucket '{host}' holds no OSD")
+    dump = _read(ctx, c, "osd", "dump")
+    problems, facts = _preflight_problems(
+        _summary(ctx, c), dump, tree, _read(ctx, c, "osd", "df"), host, osds, allowed
+    )
+    states = cj.dump_osds(dump)
+    up = [o for o in osds if o in states and states[o].up]
+    if check_ok_to_stop and up:
+        verdict = _ok_to_stop(ctx, c, up)
+        if not verdict.ok:
+            problems.append(verdict.explain())
+    if problems:
+        _refuse(ctx, f"pre-flight of {host} failed: " + "; ".join(problems))
+    weights = cj.crush_weights(tree, osds)
+    known = ctx.inventory.hosts.get(host)
+    ctx.log.info(f"{host}: {cj.names(osds)}, weights {', '.join(f'{w:g}' for w in weights.values())}; "
+                 f"{len(facts['remaining_hosts'])} host(s) remain; projected max use "
+                 f"{facts['projected_max_utilization']:.1%}")
+    return {
+        "host": host,
+        "osds": osds,
+        "weights": {str(o): w for o, w in weights.items()},
+        "weight": max(weights.values()),
+        "devices": list(known.devices) if known is not None else [],
+        "ok": not problems,
+        "problems": problems,
+        **facts,
+    }
+
+
+def rebalance_choice(
+    df: dict[str, Any], *, max_spread: float, step: float, min_reweight: float
+) -> tuple[float, int | None, float | None]:
+    """(spread, osd to lower, its new reweight) from ``osd df``; osd None when balanced enough or
+    when no over-full OSD can be lowered further. Spread is in percentage points between the fullest
+    and the emptiest in OSD."""
+    util = cj.utilization(df)
+    spread = float(util["spread"])
+    if spread <= max_spread or util["max"] is None:
+        return spread, None, None
+    average = float(util["average"])
+    candidates = sorted(
+        ((float(v["utilization"]), int(k), float(v["reweight"])) for k, v in util["osds"].items()
+         if float(v["reweight"]) > 0 and int(v["kb"]) > 0 and float(v["utilization"]) > average),
+        reverse=True,
+    )
+    for _, osd, reweight in candidates:
+        lowered = round(max(min_reweight, reweight - step), 4)
+        if lowered < reweight - 1e-4:
+            return spread, osd, lowered
+    return spread, None, None
+
+
+@action("ceph.rebalance_step", polling=True)
+def rebalance_step(
+    ctx: ActionContext,
+    *,
+    cluster: str,
+    max_spread: float,
+    step: float = 0.05,
+    min_reweight: float = 0.5,
+    max_rounds: int = 10,
+    max_misplaced: float = 0.05,
+    max_backfilling: int = 4,
+    allowed_checks: list[str] | None = None,
+    interval: float = 10.0,
+) -> dict[str, Any]:
+    """Even out OSD utilization gently: lower the override reweight (``ceph osd reweight``) of the
+    fullest OSD by ``step``, one OSD per round, until the spread between the fullest and the emptiest
+    in OSD is at most ``max_spread`` percentage points (as in ``ceph.utilization``).
+
+    Every round waits for the mgr stats lag and for the data to settle (every PG active+clean, nothing
+    misplaced, health OK or only ``allowed_checks``) before measuring again, so each decision sees
+    the effect of the previous one. Never lowers a reweight below ``min_reweight``; stops after
+    ``max_rounds`` rounds or when no over-full OSD can be lowered, with ``converged: false`` (the
+    spread reached is in the result). Re-running resumes: rounds done are kept in memory.
+    """
+    c = ctx.inventory.cluster(cluster)
+    allowed = list(DEFAULT_REWEIGHT_ALLOWED if allowed_checks is None else allowed_checks)
+    if not 0 < step <= 1 or not 0 < min_reweight <= 1:
+        raise ActionError("step and min_reweight must be in (0, 1]")
+    memory = ctx.memory
+    rounds: list[dict[str, Any]] = memory.setdefault("rounds", [])
+    if not ctx.dry_run:
+        lag = _stats_lag(ctx, c)
+        changed = memory.get("changed_at")
+        if changed is not None and _now() - float(changed) < lag:
+            ctx.not_yet(lag - (_now() - float(changed)), "waiting out the mgr stats lag after the last round")
+        summary = _summary(ctx, c)
+        _stop_if_fatal(ctx, memory, summary.health, allowed)
+        blockers = cj.clean_blockers(summary, allowed) or _pg_stat_blockers(ctx, c)
+        if blockers:
+            if changed is None and not rounds:
+                ctx.not_yet(interval, "before measuring: " + "; ".join(blockers))
+            ctx.not_yet(interval, f"after round {len(rounds)}: " + "; ".join(blockers))
+    df = _read(ctx, c, "osd", "df")
+    spread, osd, weight = rebalance_choice(df, max_spread=max_spread, step=step, min_reweight=min_reweight)
+    memory.setdefault("spread_before", spread)
+    result = {"spread_before": memory["spread_before"], "spread": spread, "max_spread": max_spread,
+              "rounds": list(rounds)}
+    if osd is None or len(rounds) >= max_rounds:
+        converged = spread <= max_spread
+        if not converged:
+            why = f"{max_rounds} rounds done" if osd is not None else "no over-full OSD can be lowered further"
+            ctx.log.warning(f"spread {spread:.2f} points still above {max_spread:g}: {why}")
+        return {**result, "converged": converged}
+    assert weight is not None
+    _ceph(ctx, c, "osd", "reweight", str(osd), f"{weight:g}", mutating=True)
+    rounds.append({"osd": osd, "reweight": weight, "spread": round(spread, 4)})
+    memory["changed_at"] = _now()
+    ctx.save()
+    ctx.log.info(f"round {len(rounds)}: spread {spread:.2f} points > {max_spread:g}: osd.{osd} reweight -> {weight:g}")
+    if ctx.dry_run:
+        ctx.would("wait for the data to settle, measure again and repeat", max_rounds=max_rounds)
+        return {**result, "rounds": list(rounds), "converged": False, "dry_run": True}
+    ctx.not_yet(_stats_lag(ctx, c), f"round {len(rounds)} applied (osd.{osd} reweight {weight:g})")
