@@ -253,6 +253,8 @@ class SlackBot:
         if not channel:
             return
         with self._lock:
+            for rid in [r for r, t in self.followers.items() if not t.is_alive()]:
+                del self.followers[rid]
             current = self.followers.get(run_id)
             if current is not None and current.is_alive():
                 return

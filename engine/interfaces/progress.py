@@ -14,6 +14,7 @@ from typing import Any
 
 import requests
 
+from actions.chat import safe_url
 from engine.durations import format_duration
 from engine.errors import HotswapError
 from engine.interfaces.facade import once
@@ -141,6 +142,10 @@ def follow(service: Service, run_id: str, on_change: Callable[[RunView], None], 
     return view
 
 
+_DONE = threading.Thread(name="done")
+"""Stands for a finished watcher, so its thread object can be freed while the run stays known."""
+
+
 class Notifier:
     """Watches runs and sends the configured notifications (chat and/or webhook) when a run succeeds,
     fails or starts waiting for an approval. Each notification is sent once, across restarts."""
@@ -163,7 +168,8 @@ class Notifier:
         self.stop_event.set()
         self.thread.join(10)
         for t in list(self.watching.values()):
-            t.join(10)
+            if t is not _DONE:
+                t.join(10)
 
     def matching(self, runbook: str) -> list[Notification]:
         return [n for n in self.notifications if any(fnmatch.fnmatchcase(runbook, p) for p in n.runbooks)]
@@ -176,6 +182,8 @@ class Notifier:
                 log.warning("notifier: %s (retrying)", e)
 
     def _scan(self) -> None:
+        for rid in [r for r, t in self.watching.items() if not t.is_alive()]:
+            self.watching[rid] = _DONE
         for rec in self.service.runs(limit=100):
             rid = rec["id"]
             if rid in self.watching or (rec["status"] in TERMINAL and (rec.get("created") or 0) < self.since):
@@ -224,5 +232,9 @@ class Notifier:
                                                       "status": view.status, "detail": detail, "text": text},
                                      timeout=10)
                 resp.raise_for_status()
-        except (requests.RequestException, HotswapError) as e:
+        except requests.RequestException as e:
+            # the exception text may quote the webhook URL, whose path is often its secret
+            log.warning("notification %s for run %s to %s failed: %s", event, view.run_id,
+                        safe_url(n.webhook or ""), type(e).__name__)
+        except HotswapError as e:
             log.warning("notification %s for run %s failed: %s", event, view.run_id, e)
