@@ -7,7 +7,7 @@ import os
 
 from actions.base import ActionContext, ActionRegistry, ActionSpec, NotYet, action
 
-ACTION_MODULES = ["actions.core", "actions.ceph", "actions.monitoring", "actions.dc", "actions.chat"]
+ACTION_MODULES = ["actions.core", "actions.host", "actions.ceph", "actions.monitoring", "actions.dc", "actions.chat"]
 """Modules whose @action functions make up the default registry."""
 
 

@@ -28,6 +28,7 @@ log = logging.getLogger("hotswap.worker")
 QUICK_QUEUE = "hotswap"
 POLL_QUEUE = "hotswap.poll"
 STEP_TASK = "hotswap.step"
+SOFT_LIMIT_GRACE = 10.0
 CANVAS_STEP_TASK = "hotswap.canvas_step"
 NOOP_TASK = "hotswap.noop"
 
@@ -104,8 +105,9 @@ class Runtime:
                 step = plan.steps.get(sid)
                 options: dict[str, Any] = {"producer": producer, "queue": QUICK_QUEUE}
                 if step is not None and step.timeout:
-                    options["soft_time_limit"] = step.timeout
-                    options["time_limit"] = step.timeout + 30
+                    # A backstop: the step's own deadline stops it first (and kills its remote commands).
+                    options["soft_time_limit"] = step.timeout + SOFT_LIMIT_GRACE
+                    options["time_limit"] = step.timeout + SOFT_LIMIT_GRACE + 30
                 task.apply_async(kwargs={"run_id": run_id, "step_id": sid}, **options)
 
     def tick(self, renew_locks: bool = False) -> int:

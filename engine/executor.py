@@ -241,13 +241,12 @@ class Executor:
             gate = self._approval_gate(run_id, step, claim, memory, log)
             if gate is not None:
                 return gate
-        cancelled_flag = threading.Event()
         planned: list[dict[str, Any]] = []
         ctx = ActionContext(
             run_id=run_id, step_id=step.id, attempt=claim.attempt, dry_run=bool(record.get("dry_run")), log=log,
-            memory=memory, run=run_metadata(record), planned=planned, cancelled=cancelled_flag.is_set,
+            memory=memory, run=run_metadata(record), planned=planned,
         )
-        tk = self.toolkits(run_id, log, ctx.dry_run, ctx.would, secrets, cancelled_flag.is_set)
+        tk = self.toolkits(run_id, log, ctx.dry_run, ctx.would, secrets, lambda: ctx.cancelled())
         ctx.inventory, ctx.ssh, ctx.http = tk.inventory, tk.ssh, tk.http
         ctx.approvals = _FixedDecision(claim.decision)
         steps = StepsView(lambda ids: self.store.results(run_id, ids), plan, step.prefixes)
@@ -263,7 +262,8 @@ class Executor:
             log.error(str(e))
             return self._finish(run_id, step, claim, Status.FAILED, memory, error=str(e))
         with _heartbeat(self.store, run_id, step.id, claim.token, memory) as beat:
-            ctx.cancelled = lambda: beat.cancelled() or cancelled_flag.is_set()
+            deadline = memory["first_started"] + step.timeout if step.timeout else None
+            ctx.cancelled = lambda: beat.cancelled() or (deadline is not None and time.time() >= deadline)
             ctx.save = lambda: self._save_memory(run_id, step.id, claim.token, memory)
             try:
                 result = spec(ctx, **args)
@@ -327,6 +327,10 @@ class Executor:
     def _fail_or_retry(self, run_id: str, step: PlanStep, claim: Claim, memory: dict[str, Any], error: str,
                        log: StepLog) -> str:
         attempts = int(step.retry.get("attempts", 1))
+        if step.timeout and time.time() >= memory["first_started"] + step.timeout:
+            error = f"{StepTimeout(step.id, step.timeout)} ({error})"
+            log.error(error)
+            return self._finish(run_id, step, claim, Status.FAILED, memory, error=error)
         log.error(f"attempt {claim.attempt}/{attempts} failed: {error}")
         if claim.attempt < attempts:
             delay = retry_delay(step.retry, claim.attempt, self.rng)
