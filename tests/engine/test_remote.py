@@ -58,14 +58,14 @@ def remote_processes(marker: str) -> list[str]:
 def test_a_hostile_parameter_arrives_as_one_literal_argument(remote: Harness, tmp_path: Path) -> None:
     engine = remote
     canary = tmp_path / "pwned"
-    run = engine.launch(f"""
+    run = engine.launch("""
 name: literal
 params:
-  node: {{type: string}}
+  node: {type: string}
 steps:
   - id: show
     action: host.run
-    with: {{host: box, argv: [printf, "%s|", "{{{{ params.node }}}}"]}}
+    with: {host: box, argv: [printf, "%s|", "{{ params.node }}"]}
 """, node=f"node2; touch {canary} $(touch {canary}) `touch {canary}`")
     assert engine.wait(run)["status"] == "succeeded", engine.store.run(run).get("reason")
     assert engine.step(run, "show")["result"]["stdout"] == f"node2; touch {canary} $(touch {canary}) `touch {canary}`|"
