@@ -379,3 +379,36 @@ steps:
     runs_of_once = [e for _, e in engine.store.events(run) if e.get("step") == "once" and e.get("status") == "running"]
     assert len(runs_of_once) == 1
     assert engine.step(run, "once")["attempt"] == 1
+
+
+def test_every_recorded_transition_is_allowed_by_the_state_table(engine: Harness) -> None:
+    from engine.states import STEP_TRANSITIONS, Status
+
+    run = engine.launch("""
+name: transitions
+steps:
+  - id: flaky
+    action: core.fail
+    with: {times: 1}
+    retry: {attempts: 2, backoff: 0.1, jitter: false}
+  - id: poll
+    action: core.wait_until
+    with: {condition: "{{ poll >= 2 }}", interval: 0.1}
+  - id: skip
+    action: core.fail
+    when: "false"
+  - id: boom
+    action: core.fail
+""")
+    assert engine.wait(run)["status"] == "failed"
+    last: dict[str, Status] = {}
+    seen = 0
+    for _, event in engine.store.events(run):
+        if event.get("type") != "step":
+            continue
+        step, new = event["step"], Status(event["status"])
+        old = last.get(step, Status.PENDING)
+        assert new in STEP_TRANSITIONS[old] or (old == new == Status.RUNNING), f"{step}: {old} -> {new}"
+        last[step] = new
+        seen += 1
+    assert seen >= 10 and last == {"flaky": "succeeded", "poll": "succeeded", "skip": "skipped", "boom": "failed"}
