@@ -41,11 +41,26 @@ class Client:
             embedded.ensure_worker(self.config.state_dir, url)
         self.service = Service(self.rt.store, self.rt.executor.registry, self.rt.publish, load_inventory,
                                launch_canvas=self._launch_canvas)
+        self.ops = operations(self.service, self.config)
 
     def _launch_canvas(self, run_id: str, plan: Any) -> None:
         from engine.canvas import compile_canvas
 
         compile_canvas(self.app, run_id, plan).apply_async()
+
+
+def operations(service: Any, config: Any) -> Any:
+    """What this CLI user may do: everything when no policy file is configured (a single-operator
+    setup), otherwise exactly what the policy (``$HOTSWAP_POLICY``) grants ``cli:<login>``."""
+    from engine.interfaces.guard import GuardedService, OpenService
+
+    policy_file = os.environ.get("HOTSWAP_POLICY")
+    if not policy_file:
+        return OpenService(service, identity())
+    from engine.interfaces.facade import RunbookCatalog
+    from engine.interfaces.policy import load_policy
+
+    return GuardedService(service, load_policy(policy_file), identity(), RunbookCatalog(config.runbooks_dir, service))
 
 
 def identity() -> Any:
@@ -146,7 +161,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         _runbook, plan = _load_plan(args)
         return _dry_run(plan, args)
     client = Client(need_worker=True)
-    run_id = client.service.launch(args.runbook, parse_params(args.param), identity(), executor=args.executor)
+    run_id = client.ops.launch(args.runbook, parse_params(args.param), by_path=True, executor=args.executor)
     if args.json and not args.follow:
         _print_json({"run": run_id})
         return 0
@@ -198,7 +213,7 @@ def follow(client: Client, run_id: str, show_logs: bool) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     client = Client()
-    data = client.service.status(args.run)
+    data = client.ops.status(args.run)
     if args.json:
         _print_json(data)
         return 0
@@ -241,7 +256,7 @@ def _table(rows: Sequence[Sequence[str]]) -> None:
 
 def cmd_runs(args: argparse.Namespace) -> int:
     client = Client()
-    runs = client.service.runs(args.limit, args.status, args.runbook)
+    runs = client.ops.runs(args.limit, args.status, args.runbook)
     if args.json:
         _print_json(runs)
         return 0
@@ -257,8 +272,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
 def cmd_logs(args: argparse.Namespace) -> int:
     client = Client()
     if args.follow:
+        client.ops.run(args.run)
         return follow(client, args.run, show_logs=True)
-    lines = client.service.logs(args.run, args.step)
+    lines = client.ops.logs(args.run, args.step)
     if args.json:
         _print_json(lines)
         return 0
@@ -270,7 +286,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 def cmd_approve(args: argparse.Namespace) -> int:
     client = Client(need_worker=True)
-    first = client.service.approve(args.run, args.step, identity(), approved=not args.reject, comment=args.comment)
+    first = client.ops.approve(args.run, args.step, approved=not args.reject, comment=args.comment)
     verb = "rejected" if args.reject else "approved"
     print(f"{args.step} {verb}" if first else f"{args.step} was already decided; nothing changed")
     return 0
@@ -278,14 +294,14 @@ def cmd_approve(args: argparse.Namespace) -> int:
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     client = Client()
-    running = client.service.cancel(args.run, identity())
+    running = client.ops.cancel(args.run)
     print(f"run {args.run} cancelled" + (f"; still finishing: {', '.join(running)}" if running else ""))
     return 0
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     client = Client(need_worker=True)
-    ready = client.service.resume(args.run, identity())
+    ready = client.ops.resume(args.run)
     print(f"run {args.run} resumed; restarting from: {', '.join(ready) or '(waiting steps)'}")
     if args.follow:
         return follow(client, args.run, show_logs=True)
@@ -457,6 +473,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("down", help="stop the embedded Redis and worker")
     sp.set_defaults(func=cmd_down)
+
+    from engine.interfaces.commands import register
+
+    register(sub)
     return p
 
 

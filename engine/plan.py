@@ -197,9 +197,7 @@ class _Builder:
         if len(self.steps) >= MAX_PLAN_STEPS:
             self._issue(node.path, f"the plan exceeds {MAX_PLAN_STEPS} steps; split the work into several runs")
             return ["step", sid], deps
-        approval = dataclasses.asdict(node.approval) if node.approval else None
-        if approval is not None:
-            approval["approvers"] = list(approval["approvers"])
+        approval = self._approval(node, scope)
         self.steps[sid] = PlanStep(
             id=sid,
             action=node.action,
@@ -216,6 +214,24 @@ class _Builder:
             line=self.runbook.location(node.path).line,
         )
         return ["step", sid], [sid]
+
+    def _approval(self, node: StepNode, scope: dict[str, Any]) -> dict[str, Any] | None:
+        """The step's gate with its message and approvers rendered from parameters and inventory."""
+        if node.approval is None:
+            return None
+        approval = dataclasses.asdict(node.approval)
+        context = {**self.base_context, **scope}
+        try:
+            approval["message"] = str(templating.render(node.approval.message, context))
+            approvers: list[str] = []
+            for entry in node.approval.approvers:
+                value = templating.render(entry, context)
+                approvers.extend(str(v) for v in value) if isinstance(value, list) else approvers.append(str(value))
+            approval["approvers"] = approvers
+        except templating.TemplateError as e:
+            self._issue((*node.path, "approval"), f"approval gate: {e} (gates may use params and inventory only)",
+                        node.id)
+        return approval
 
     def _for_each(self, node: ForEachNode, deps: list[str], scope: dict[str, Any],
                   prefixes: list[str]) -> tuple[Structure, list[str]]:

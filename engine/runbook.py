@@ -490,8 +490,11 @@ class _Parser:
             return None
         self._check_keys(raw, APPROVAL_KEYS, path, sid)
         approvers = raw.get("approvers") or []
+        if isinstance(approvers, str) and templating.is_template(approvers):
+            approvers = [approvers]
         if not isinstance(approvers, list) or not all(isinstance(a, str) for a in approvers):
-            self.error((*path, "approvers"), "'approvers' must be a list of identities", sid or None)
+            self.error((*path, "approvers"), "'approvers' must be a list of identities (or a template of one)",
+                       sid or None)
             approvers = []
         on_timeout = raw.get("on_timeout", "reject")
         if on_timeout not in ON_TIMEOUT:

@@ -67,7 +67,7 @@ class Service:
             "locks": plan.locks,
         }
         self.store.create_run(run_id, stored_plan, meta)
-        self.store.audit(action="launch", run=run_id, runbook=runbook.name, who=who.name, source=who.source,
+        self.store.audit(action="launch", run=run_id, runbook=runbook.name, who=who.name, source=who.source, detail=dict(who.detail),
                          params=plan.params, dry_run=dry_run)
         busy = self.store.acquire_locks(run_id, plan)
         if busy:
@@ -75,7 +75,7 @@ class Service:
             refuse = any(lk["on_busy"] == "refuse" for lk in plan.locks if lk["name"] == lock)
             if refuse:
                 self.store.refuse_run(run_id, f"refused: lock '{lock}' is held by run {holders}")
-                self.store.audit(action="refused", run=run_id, who=who.name, source=who.source, lock=lock,
+                self.store.audit(action="refused", run=run_id, who=who.name, source=who.source, detail=dict(who.detail), lock=lock,
                                  holders=holders)
                 raise LockHeld(lock, holders)
             self.store.wait_for_lock(run_id, lock, holders)
@@ -128,14 +128,14 @@ class Service:
     def cancel(self, run_id: str, who: Identity) -> list[str]:
         """Cancel a run; returns the steps still running (they are interrupted and then cleanup runs)."""
         running, start_cleanup = self.store.cancel(run_id, who.name)
-        self.store.audit(action="cancel", run=run_id, who=who.name, source=who.source)
+        self.store.audit(action="cancel", run=run_id, who=who.name, source=who.source, detail=dict(who.detail))
         if start_cleanup:
             self.publish(run_id, self.store.plan(run_id).cleanup_roots())
         return running
 
     def resume(self, run_id: str, who: Identity) -> list[str]:
         ready = self.store.resume(run_id, who.name)
-        self.store.audit(action="resume", run=run_id, who=who.name, source=who.source)
+        self.store.audit(action="resume", run=run_id, who=who.name, source=who.source, detail=dict(who.detail))
         if ready:
             self.publish(run_id, ready)
         return ready
@@ -150,10 +150,10 @@ class Service:
             raise InvalidTransition(f"step '{step_id}' has no approval gate")
         allowed = step.approval.get("approvers") or []
         if allowed and who.name not in allowed:
-            self.store.audit(action="approve_denied", run=run_id, step=step_id, who=who.name, source=who.source)
+            self.store.audit(action="approve_denied", run=run_id, step=step_id, who=who.name, source=who.source, detail=dict(who.detail))
             raise ApprovalDenied(f"{who.name} may not approve '{step_id}': allowed are {', '.join(allowed)}")
         if self.store.decision(run_id, step_id) is not None:
-            self.store.audit(action="approve_repeated", run=run_id, step=step_id, who=who.name, source=who.source)
+            self.store.audit(action="approve_repeated", run=run_id, step=step_id, who=who.name, source=who.source, detail=dict(who.detail))
             return False
         status = self.store.statuses(run_id).get(step_id)
         if status in (Status.SUCCEEDED, Status.FAILED, Status.SKIPPED, Status.CANCELLED):

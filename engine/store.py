@@ -411,7 +411,27 @@ class Store:
         return int(self._renew(keys=[], args=[time.time(), LOCK_LEASE_SECONDS, self.keys.prefix]))
 
     def lock_holders(self, name: str) -> list[str]:
-        return [_s(x) for x in self.r.zrange(self.keys.lock(name), 0, -1)]
+        """Runs holding the lock ``name`` now (finished runs and lapsed leases excluded)."""
+        now = time.time()
+        holders = []
+        for member, score in self.r.zrange(self.keys.lock(name), 0, -1, withscores=True):
+            run_id = _s(member)
+            status = self.r.hget(self.keys.run(run_id), "status")
+            if score >= now and status is not None and _s(status) in HOLDING:
+                holders.append(run_id)
+        return holders
+
+    def lock_conflict(self, locks: Iterable[Mapping[str, Any]]) -> tuple[str, list[str]] | None:
+        """(lock, holders) when a run declaring ``locks`` would be refused or made to wait now, else None."""
+        for lock in locks:
+            holders = self.lock_holders(str(lock["name"]))
+            if len(holders) >= int(lock.get("limit", 1)):
+                return str(lock["name"]), holders
+        return None
+
+    def once(self, key: str, ttl: int) -> bool:
+        """True the first time ``key`` is seen within ``ttl`` seconds, across every process (replay guards)."""
+        return bool(self.r.set(self.keys.lock(f"once:{key}"), "1", nx=True, ex=ttl))
 
     def start_run(self, run_id: str) -> list[str]:
         """pending -> running; returns the steps ready to go (the roots)."""

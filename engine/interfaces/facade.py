@@ -104,43 +104,14 @@ def active_runs(service: Service) -> list[dict[str, Any]]:
     return out
 
 
-LOCK_HOLDING = ("pending", "running", "waiting", "failed")
-"""Run statuses that keep a run's locks (a failed run may have left a host drained until cancelled)."""
-
-
-def _lock_name(lock: Any) -> str:
-    return str(lock.get("name")) if isinstance(lock, dict) else str(lock)
-
-
-def lock_conflict(service: Service, locks: Iterable[Any], exclude: str | None = None) -> tuple[str, list[str]] | None:
-    """(lock, holding run ids) when a run taking ``locks`` would be refused or made to wait, else None.
-
-    Stands in for a lock query on the engine: runs record the locks their plan declared, and hold them
-    while in LOCK_HOLDING; a lock admits ``limit`` holders (default 1).
-    """
-    wanted = {_lock_name(lk): int(lk.get("limit", 1)) if isinstance(lk, dict) else 1 for lk in locks}
-    if not wanted:
-        return None
-    holders: dict[str, list[str]] = {name: [] for name in wanted}
-    for status in LOCK_HOLDING:
-        for rec in service.runs(limit=100_000, status=status):
-            if rec["id"] == exclude:
-                continue
-            for lock in rec.get("locks") or []:
-                name = _lock_name(lock)
-                if name in holders:
-                    holders[name].append(rec["id"])
-    for name, limit in wanted.items():
-        if len(holders[name]) >= limit:
-            return name, holders[name]
-    return None
+def lock_conflict(service: Service, locks: Iterable[Any]) -> tuple[str, list[str]] | None:
+    """(lock, holding run ids) when a run taking ``locks`` would be refused or made to wait, else None."""
+    return service.store.lock_conflict([lk if isinstance(lk, dict) else {"name": str(lk)} for lk in locks])
 
 
 def once(service: Service, key: str, ttl: int) -> bool:
     """True the first time ``key`` is seen within ``ttl`` seconds (shared by every process)."""
-    digest = hashlib.sha256(key.encode()).hexdigest()
-    store = service.store
-    return bool(store.r.set(store.keys.lock(f"once:{digest}"), "1", nx=True, ex=ttl))
+    return service.store.once(hashlib.sha256(key.encode()).hexdigest(), ttl)
 
 
 def list_actions(registry: ActionRegistry) -> list[dict[str, Any]]:

@@ -45,13 +45,13 @@ class GuardedService:
 
     # ---- launching -------------------------------------------------------------------------------
     def launch(self, runbook: str | Path, params: Mapping[str, Any], *, dry_run: bool = False,
-               by_path: bool = False) -> str:
+               by_path: bool = False, executor: str = "hotswap") -> str:
         """Validate, authorize against the resolved parameters, then launch. ``runbook`` is a catalogue name
         unless ``by_path`` (the CLI, which runs local files)."""
         path = Path(runbook) if by_path else self.catalog.path(str(runbook))
         rb, plan = self.service.plan(path, params)
         self.require(Request("launch", runbook=rb.name, clusters=self.policy.clusters_of(plan.params, self._inventory())))
-        return self.service.launch(path, params, self.who, dry_run=dry_run)
+        return self.service.launch(path, params, self.who, dry_run=dry_run, executor=executor)
 
     # ---- reading ---------------------------------------------------------------------------------
     def status(self, run_id: str) -> dict[str, Any]:
@@ -105,4 +105,38 @@ class GuardedService:
 
     def approve(self, run_id: str, step_id: str, *, approved: bool = True, comment: str = "") -> bool:
         self._require_on_run("approve", run_id, gate=step_id)
+        return self.service.approve(run_id, step_id, self.who, approved=approved, comment=comment)
+
+
+class OpenService:
+    """The same operations as :class:`GuardedService` for one identity, with no policy: used by the CLI
+    when no policy file is configured (one operator on their own machine)."""
+
+    def __init__(self, service: Service, who: Identity) -> None:
+        self.service = service
+        self.who = who
+
+    def launch(self, runbook: str | Path, params: Mapping[str, Any], *, dry_run: bool = False,
+               by_path: bool = True, executor: str = "hotswap") -> str:
+        return self.service.launch(runbook, params, self.who, dry_run=dry_run, executor=executor)
+
+    def status(self, run_id: str) -> dict[str, Any]:
+        return self.service.status(run_id)
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        return self.service.run(run_id)
+
+    def runs(self, limit: int = 20, status: str | None = None, runbook: str | None = None) -> list[dict[str, Any]]:
+        return self.service.runs(limit, status, runbook)
+
+    def logs(self, run_id: str, step_id: str | None = None) -> list[dict[str, Any]]:
+        return self.service.logs(run_id, step_id)
+
+    def cancel(self, run_id: str) -> list[str]:
+        return self.service.cancel(run_id, self.who)
+
+    def resume(self, run_id: str) -> list[str]:
+        return self.service.resume(run_id, self.who)
+
+    def approve(self, run_id: str, step_id: str, *, approved: bool = True, comment: str = "") -> bool:
         return self.service.approve(run_id, step_id, self.who, approved=approved, comment=comment)
