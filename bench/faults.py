@@ -20,6 +20,7 @@ a run ended wrongly or got stuck, or a non-idempotent side effect was repeated.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import random
@@ -41,7 +42,7 @@ os.environ.setdefault("HOTSWAP_ACTION_MODULES", "tests.support.fault_actions")  
 
 from actions import default_registry
 from engine import templating
-from engine.celery_app import Runtime, make_app, runtime
+from engine.celery_app import QUICK_QUEUE, Runtime, make_app, runtime
 from engine.service import Identity, Service
 from engine.store import Store
 from tests.support.redis_server import RedisServer
@@ -194,10 +195,25 @@ class Cluster:
             w.kill()
             return False
 
+    def revive(self) -> list[str]:
+        """Restart, as a supervisor would, any worker that exited without being told to; say why it died."""
+        died: list[str] = []
+        for slot, w in list(self.workers.items()):
+            if w.proc is not None and w.proc.poll() is not None:
+                died.append(f"{w.name} exited with {w.proc.returncode}: {last_critical(w.log)}")
+                w.proc = None
+                self.start_worker(slot)
+        return died
+
     def stop(self) -> None:
         for w in self.workers.values():
             w.stop()
         self.redis.stop()
+
+
+def last_critical(log: Path) -> str:
+    lines = [ln for ln in log.read_text(errors="replace").splitlines() if "CRITICAL" in ln or "Unrecoverable" in ln]
+    return lines[-1].split("] ", 1)[-1] if lines else "no CRITICAL line in its log"
 
 
 def patient(fn: Callable[[], T], timeout: float = 30) -> T:
@@ -515,6 +531,36 @@ def verdict(shape: Shape, rep: RunReport, statuses: dict[str, str]) -> str:
     return "failed_ok"
 
 
+def broker_messages(store: Store) -> dict[tuple[str, str], str]:
+    """(run, step) -> where its step message sits in the broker: the queue, or a consumer's unacked hash."""
+    where: dict[tuple[str, str], str] = {}
+    raw = [(m, "queued") for m in store.r.lrange(QUICK_QUEUE, 0, -1)]
+    raw += [(json.loads(m)[0], "unacked") for m in store.r.hvals("unacked")]
+    for message, place in raw:
+        message = json.loads(message) if isinstance(message, bytes | str) else message
+        _args, kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+        where[(kwargs["run_id"], kwargs["step_id"])] = place
+    return where
+
+
+def diagnose(store: Store, run_id: str, broker: dict[tuple[str, str], str]) -> list[str]:
+    """Why a run did not end: its steps that are ready but unclaimed, or running without a live worker."""
+    k, now = store.keys, time.time()
+    remaining = _text(store.r.hgetall(k.remaining(run_id)))
+    out: list[str] = []
+    for sid, st in store.statuses(run_id).items():
+        if st == "pending" and remaining.get(sid) == "0":
+            timer = store.r.zscore(k.timers, k.member(run_id, sid))
+            out.append(f"{sid} is ready but was never claimed; its message is "
+                       f"{broker.get((run_id, sid), 'nowhere')}, timer {timer}")
+        elif st == "running":
+            detail = _text(store.r.hgetall(k.step(run_id, sid)))
+            lease = store.r.zscore(k.leases, k.member(run_id, sid))
+            out.append(f"{sid} running on {detail.get('worker')}, lease_until {float(detail.get('lease_until') or 0) - now:+.1f}s, "
+                       f"lease entry {'present' if lease else 'absent'}")
+    return out
+
+
 # ---- the batch ---------------------------------------------------------------------------------
 
 @dataclass
@@ -565,7 +611,14 @@ class Batch:
         self.cluster = Cluster(work, opts.workers)
         self.runs: list[Launched] = []
         self.injected: list[Injected] = []
+        self.crashes: list[str] = []
         self.t0 = time.monotonic()
+
+    def watch(self) -> None:
+        for why in self.cluster.revive():
+            at = time.monotonic() - self.t0
+            self.crashes.append(f"{at:.1f}s {why}")
+            print(f"  {at:6.1f}s  UNPLANNED worker exit: {why}; restarted", flush=True)
 
     def launch(self, shape: Shape, service: Service) -> None:
         effects = self.work / "effects" / f"run-{len(self.runs):03d}"
@@ -594,7 +647,9 @@ class Batch:
         by_name = {s.name: s for s in SHAPES}
         for at, what, name in schedule(self.opts, self.rng):
             while (wait := at - (time.monotonic() - self.t0)) > 0:
+                self.watch()
                 time.sleep(min(wait, 0.2))
+            self.watch()
             if what == "launch":
                 self.launch(by_name[name], service)
             elif self.runs:
@@ -614,6 +669,7 @@ class Batch:
             return True
 
         while not patient(done) and time.monotonic() < deadline:
+            self.watch()
             time.sleep(0.25)
 
 
@@ -636,6 +692,7 @@ def summarize(batch: Batch, reports: list[RunReport]) -> dict[str, Any]:
         "duplicate_executions": sum(s.duplicates for r in reports for s in r.steps.values()),
         "side_effects_repeated": sum(len(r.repeated_effects) for r in reports),
         "lost": sum(len(f.lost) for f in batch.injected) + sum(len(r.lost) for r in reports),
+        "worker_crashes": batch.crashes,
         "by_run": [{"run": r.run.run_id, "shape": r.run.shape.name, "status": r.status, "verdict": r.verdict,
                     "reason": r.reason, "problems": r.problems, "lost": r.lost, "repeated": r.repeated_effects}
                    for r in reports],
@@ -646,6 +703,7 @@ def summarize(batch: Batch, reports: list[RunReport]) -> dict[str, Any]:
 def table(s: dict[str, Any]) -> str:
     lines = ["| fault | injected |", "|---|---:|"]
     lines += [f"| {kind} | {n} |" for kind, n in s["faults"].items()]
+    lines += [f"| *(not injected)* worker exited by itself, restarted | {len(s['worker_crashes'])} |"]
     lines += ["", "| runs launched | completed ok | failed with correct reason | failed wrongly | stuck "
               "| steps executed >1 (idempotent-safe) | side effects repeated | state records lost |",
               "|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -670,6 +728,10 @@ def main(argv: list[str] | None = None) -> int:
         store = runtime(make_app(batch.cluster.redis.url)).store
         indexed = {str(r["id"]) for r in store.list_runs(limit=100_000)}
         reports = [audit_run(store, run, indexed) for run in batch.runs]
+        broker = broker_messages(store)
+        for r in reports:
+            if r.verdict == "stuck":
+                r.problems.extend(diagnose(store, r.run.run_id, broker))
     finally:
         batch.cluster.stop()
     summary = summarize(batch, reports)
