@@ -97,6 +97,11 @@ class Bench:
         self.keys = Keys()
         self.rows: list[Row] = []
         self.ceiling: float | None = None
+        self.started: list[Worker] = []
+
+    def start(self, worker: Worker) -> Worker:
+        self.started.append(worker)
+        return worker.start()
 
     def hotswap_worker(self) -> Worker:
         return Worker("hotswap-worker", ["-m", "engine.cli", "worker", "--concurrency", "2"], self.redis.url,
@@ -129,7 +134,7 @@ class Bench:
             progress(self.t0, f"  {worker.name}: restarting after an unfinished run")
             worker.stop()
             clean(self.r)
-            worker = Worker(worker.name, worker.argv, worker.redis_url, worker.home, worker.queue).start()
+            worker = self.start(Worker(worker.name, worker.argv, worker.redis_url, worker.home, worker.queue))
         return sample, worker
 
     def diagnose(self, worker: Worker, run_id: str | None) -> None:
@@ -181,7 +186,7 @@ class Bench:
         o = self.opts
         books = [generate(shape, size, self.tmp) for shape in o.shapes for size in o.sizes]
         plans = {b.path: self.plan_time(b) for b in books}
-        worker = self.hotswap_worker().start()
+        worker = self.start(self.hotswap_worker())
         progress(self.t0, f"worker up (pids {worker.pids()})")
         try:
             ceiling = Row("-", o.ceiling_tasks, "ceiling", o.cap)
@@ -196,11 +201,11 @@ class Bench:
         finally:
             worker.stop()
         if "dyrygent" in o.contenders:
-            dworker = self.dyrygent_worker().start()
+            worker = self.start(self.dyrygent_worker())
             try:
-                self.launches(books, plans, "dyrygent", dworker)
+                worker = self.launches(books, plans, "dyrygent", worker)
             finally:
-                dworker.stop()
+                worker.stop()
 
     def launches(self, books: list[Generated], plans: dict[Path, float], contender: str, worker: Worker) -> Worker:
         for book in books:
@@ -220,6 +225,8 @@ class Bench:
         return total
 
     def close(self) -> None:
+        for worker in self.started:
+            worker.stop()
         self.redis.stop()
 
 
