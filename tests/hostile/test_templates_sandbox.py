@@ -1,0 +1,251 @@
+"""Templates that try to leave the sandbox or exhaust the worker.
+
+Each one is refused at validation (parse_runbook) when that is detectable, and otherwise fails its
+single step at run time (engine.templating.render) with a clear TemplateError: never executing
+anything, never returning Python internals, never eating unbounded memory or time. Cases that could
+allocate a lot run in a child process with a capped address space (tests/hostile/isolated.py).
+"""
+
+from __future__ import annotations
+
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from actions import default_registry
+from engine import templating
+from engine.errors import ValidationError
+from engine.runbook import Runbook, parse_runbook
+from tests.hostile.isolated import render_isolated
+
+REGISTRY = default_registry()
+CONTEXT: dict[str, Any] = {"params": {"host": "n1", "n": 3}, "inventory": {}, "steps": {}}
+FORBIDS = "template tried something the sandbox forbids: "
+
+
+def render_error(text: str, context: dict[str, Any] | None = None) -> str:
+    with pytest.raises(templating.TemplateError) as e:
+        templating.render(text, CONTEXT if context is None else context)
+    return str(e.value)
+
+
+def runbook_with(message: str) -> str:
+    escaped = message.replace("'", "''")
+    return f"name: x\nparams: {{host: string}}\nsteps:\n  - id: a\n    action: core.echo\n    with: {{message: '{escaped}'}}\n"
+
+
+def parse(message: str) -> Runbook:
+    return parse_runbook(runbook_with(message), "rb.yaml", REGISTRY)
+
+
+def validation_issues(message: str) -> list[str]:
+    with pytest.raises(ValidationError) as e:
+        parse(message)
+    return [str(i) for i in e.value.issues]
+
+
+# ---- escapes refused at run time -------------------------------------------------------------------------
+
+ESCAPES = {
+    "str mro subclasses": ("{{ ''.__class__.__mro__[1].__subclasses__() }}",
+                           FORBIDS + "access to attribute '__class__' of 'str' object is unsafe."),
+    "mro subclasses inside text": ("x {{ ''.__class__.__mro__[1].__subclasses__() }} y",
+                                   FORBIDS + "access to attribute '__class__' of 'str' object is unsafe."),
+    "tuple base": ("{{ ().__class__.__base__ }}", FORBIDS + "access to attribute '__class__' of 'tuple' object is unsafe."),
+    "cycler globals": ("{{ cycler.__init__.__globals__ }}",
+                       FORBIDS + "access to attribute '__init__' of 'StrictUndefined' object is unsafe."),
+    "joiner globals": ("{{ joiner.__init__.__globals__ }}",
+                       FORBIDS + "access to attribute '__init__' of 'StrictUndefined' object is unsafe."),
+    "template reference context": ("{{ self._TemplateReference__context }}",
+                                   FORBIDS + "access to attribute '_TemplateReference__context' of 'TemplateReference' "
+                                             "object is unsafe."),
+    "lipsum globals": ("{{ lipsum.__globals__ }}", FORBIDS + "access to attribute '__globals__' of 'function' object is unsafe."),
+    "lipsum globals os": ("{{ lipsum.__globals__['os'].popen('touch MARKER') }}",
+                          FORBIDS + "access to attribute '__globals__' of 'function' object is unsafe."),
+    "format string attribute walk": ("{{ '{0.__init__.__globals__}'.format(lipsum) }}",
+                                     FORBIDS + "access to attribute '__init__' of 'function' object is unsafe."),
+    "format string class": ("{{ '{0.__class__}'.format(params.host) }}",
+                            FORBIDS + "access to attribute '__class__' of 'str' object is unsafe."),
+    "dict class": ("{{ params.__class__ }}", FORBIDS + "access to attribute '__class__' of 'dict' object is unsafe."),
+    "dict class by subscript": ("{{ params['__class__'] }}", FORBIDS + "access to attribute '__class__' of 'dict' object is unsafe."),
+    "attr filter": ("{{ params|attr('__class__') }}", FORBIDS + "access to attribute '__class__' of 'dict' object is unsafe."),
+    "selectattr": ("{{ params|selectattr('__class__')|list }}",
+                   FORBIDS + "access to attribute '__class__' of 'str' object is unsafe."),
+    "type mro": ("{{ dict.mro() }}", FORBIDS + "access to attribute 'mro' of 'type' object is unsafe."),
+    "type subclasses": ("{{ dict.__subclasses__() }}", FORBIDS + "access to attribute '__subclasses__' of 'type' object is unsafe."),
+    "dunder method": ("{{ params.host.__len__() }}", FORBIDS + "access to attribute '__len__' of 'str' object is unsafe."),
+    "mutating params": ("{{ params.update({'host': 'evil'}) }}", FORBIDS + "access to attribute 'update' of 'dict' object is unsafe."),
+    "mutating a list": ("{{ [].append(1) }}", FORBIDS + "access to attribute 'append' of 'list' object is unsafe."),
+    "mutating through set": ("{% set u = params.update %}{{ u }}",
+                             FORBIDS + "access to attribute 'update' of 'dict' object is unsafe."),
+    "popping a dict": ("{{ dict(a=1).pop('a') }}", FORBIDS + "access to attribute 'pop' of 'dict' object is unsafe."),
+    "mro attribute": ("{{ params.host.mro }}", "template refers to something undefined: 'str object' has no attribute 'mro'"),
+    "func_globals": ("{{ range.func_globals }}",
+                     "template refers to something undefined: 'function object' has no attribute 'func_globals'"),
+    "request": ("{{ request }}", "template refers to something undefined: 'request' is undefined"),
+    "config": ("{{ config.items() }}", "template refers to something undefined: 'config' is undefined"),
+    "__import__": ("{{ __import__('os').system('touch MARKER') }}",
+                   "template refers to something undefined: '__import__' is undefined"),
+    "getattr builtin": ("{{ getattr(params, '__class__') }}", "template refers to something undefined: 'getattr' is undefined"),
+    "include a file": ("{% include '/etc/passwd' %}", "template failed: TypeError: no loader for this environment specified"),
+    "import a module": ("{% import 'os' as os %}{{ os.system('touch MARKER') }}",
+                        "template failed: TypeError: no loader for this environment specified"),
+    "extends a file": ("{% extends '/etc/passwd' %}", "template failed: TypeError: no loader for this environment specified"),
+    "a billion-item range": ("{{ range(10**9) }}",
+                             "template failed: OverflowError: Range too big. The sandbox blocks ranges larger than MAX_RANGE (100000)."),
+    "a billion-item range as a list": ("{{ range(10**9)|list }}",
+                                       "template failed: OverflowError: Range too big. The sandbox blocks ranges larger "
+                                       "than MAX_RANGE (100000)."),
+}
+
+
+@pytest.mark.parametrize("case", ESCAPES)
+def test_escapes_fail_the_step_with_a_clear_message_and_run_nothing(case: str, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    text, message = ESCAPES[case]
+    assert render_error(text.replace("MARKER", str(marker))) == message
+    assert not marker.exists()
+
+
+def test_the_parameters_are_unchanged_after_a_mutation_attempt() -> None:
+    context = {"params": {"host": "n1"}}
+    render_error("{{ params.update({'host': 'evil'}) }}", context)
+    assert context == {"params": {"host": "n1"}}
+
+
+# ---- refused at validation when detectable --------------------------------------------------------------
+
+def test_unknown_globals_are_refused_at_validation() -> None:
+    available = "available: inventory, now, params, poll, run, steps"
+    for name in ("request", "config", "cycler", "joiner", "namespace", "__import__", "getattr", "os"):
+        assert validation_issues(f"{{{{ {name}.x }}}}") == [
+            f"rb.yaml:6:12: step 'a': template uses unknown name '{name}'; {available}"]
+
+
+def test_a_private_name_as_a_parameter_subscript_is_refused_at_validation() -> None:
+    assert validation_issues("{{ params['__class__'] }}") == [
+        "rb.yaml:6:12: step 'a': template refers to parameter '__class__', which the runbook does not declare"]
+
+
+PRIVATE = {
+    "class": ("{{ params.host.__class__ }}", "__class__"),
+    "mro chain": ("{{ ''.__class__.__mro__[1].__subclasses__() }}", "__class__"),
+    "globals": ("{{ range.__globals__ }}", "__globals__"),
+    "template reference": ("{{ self._TemplateReference__context }}", "_TemplateReference__context"),
+    "attr filter": ("{{ params|attr('__class__') }}", "__class__"),
+    "inside text": ("x {{ params.host.__len__() }}", "__len__"),
+}
+
+
+@pytest.mark.parametrize("case", PRIVATE)
+@pytest.mark.xfail(strict=True, reason="BUG: access to '_'-prefixed attributes is statically visible but only refused "
+                                       "at run time; validation accepts it")
+def test_private_attribute_access_is_refused_at_validation(case: str) -> None:
+    text, attr = PRIVATE[case]
+    assert validation_issues(text) == [
+        f"rb.yaml:6:12: step 'a': template uses '{attr}', which the sandbox forbids: names starting with '_' are private"]
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: lipsum stays a template global (cycler/joiner/namespace were removed): "
+                                       "lipsum(100000) burns ~20 s of CPU and returns 44 MB")
+def test_lipsum_is_not_available() -> None:
+    assert render_error("{{ lipsum(1) }}") == "template refers to something undefined: 'lipsum' is undefined"
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: lipsum stays a template global, so validation accepts it")
+def test_lipsum_is_refused_at_validation() -> None:
+    assert validation_issues("{{ lipsum(100000) }}") == [
+        "rb.yaml:6:12: step 'a': template uses unknown name 'lipsum'; available: inventory, now, params, poll, run, steps"]
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: a single-expression template returns any Python object (a bound method, "
+                                       "a TemplateReference) as the argument value, not only plain data")
+@pytest.mark.parametrize("text, kind", [("{{ ''.join }}", "builtin_function_or_method"), ("{{ self }}", "TemplateReference")])
+def test_only_plain_data_comes_out_of_a_template(text: str, kind: str) -> None:
+    assert render_error(text) == (f"template produced a {kind}; only text, numbers, booleans, lists and mappings "
+                                  "are allowed")
+
+
+# ---- resource exhaustion -------------------------------------------------------------------------------------
+
+def test_a_loop_building_a_huge_string_fails_on_the_output_limit() -> None:
+    assert render_error("{% for i in range(100000) %}{{ 'x' * 100 }}{% endfor %}") == (
+        "template output is 10000000 characters; the limit is 1000000")
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: a single '{{ expr }}' returns its native value with no size limit: "
+                                       "'x' * 100000000 builds and returns a 100 MB string")
+def test_a_huge_repeated_string_fails_cleanly_without_eating_memory() -> None:
+    result = render_isolated("{{ 'x' * 100000000 }}")
+    assert (result["outcome"], result["message"]) == (
+        "TemplateError", "template output is 100000000 characters; the limit is 1000000")
+    assert result["peak_mb"] < 50
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: inside text the 1e6-character limit is checked only after the 100 MB "
+                                       "string was built (peak ~380 MB)")
+def test_a_huge_repeated_string_inside_text_is_refused_before_it_is_built() -> None:
+    result = render_isolated("a{{ 'x' * 100000000 }}")
+    assert (result["outcome"], result["message"]) == (
+        "TemplateError", "template output is 100000000 characters; the limit is 1000000")
+    assert result["peak_mb"] < 50
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: string repetition by a runtime value is not bounded either")
+def test_a_repetition_count_from_a_parameter_is_bounded() -> None:
+    result = render_isolated("{{ 'x' * params.n }}", {"params": {"n": 100_000_000}})
+    assert (result["outcome"], result["message"]) == (
+        "TemplateError", "template output is 100000000 characters; the limit is 1000000")
+    assert result["peak_mb"] < 50
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: list repetition is not bounded")
+def test_a_huge_repeated_list_is_refused() -> None:
+    assert render_error("{{ [1] * params.n }}", {"params": {"n": 2_000_000}}) == (
+        "template output is a list of 2000000 items; the limit is 1000000")
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: Jinja constant-folds '[0] * 50000' at compile time and writes its repr "
+                                       "into generated Python source (a 10**7 list took >23 GB and was OOM-killed)")
+def test_constant_expressions_are_not_folded_into_generated_code() -> None:
+    tracemalloc.start()
+    try:
+        value = templating.render("{{ [0] * 50000 }}", {})
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert value == [0] * 50000
+    assert peak < 8 * 2**20
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: a single '{{ expr }}' skips the output limit (1.2 M characters returned)")
+def test_a_concatenation_over_the_limit_is_refused() -> None:
+    assert render_error("{{ params.a ~ params.a }}", {"params": {"a": "x" * 600_000}}) == (
+        "template output is 1200000 characters; the limit is 1000000")
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: a huge power gives Python's int-to-str advice "
+                                       "('use sys.set_int_max_str_digits()') after computing the number")
+def test_a_huge_power_is_refused_before_it_is_computed() -> None:
+    assert render_error("{{ 2 ** params.e }}", {"params": {"e": 100_000_000}}) == (
+        "template failed: 2 ** 100000000 is too large to compute")
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: parse_runbook crashes with ValueError: jinja's meta/codegen constant-folds "
+                                       "2 ** 100000000 in top_level_names and fails converting it to text")
+def test_a_huge_constant_power_does_not_crash_validation() -> None:
+    assert parse("{{ 2 ** 100000000 }}").name == "x"
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: nested loops are unbounded in time: 100000 x 100 iterations render "
+                                       "(output-free) for seconds; 100000 x 100000 would run for hours")
+def test_nested_loops_have_an_iteration_budget() -> None:
+    assert render_error("{% for i in range(100000) %}{% for j in range(100) %}{% endfor %}{% endfor %}") == (
+        "template iterates more than 1000000 times; the limit is 1000000")
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: a recursive macro raises RecursionError out of render (not a TemplateError)")
+def test_a_recursive_macro_fails_cleanly() -> None:
+    assert render_error("{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}") == "template recursed too deeply"
