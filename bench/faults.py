@@ -90,6 +90,24 @@ steps:
     action: core.echo
     with: {message: "{{ steps.phases.result.done | join(',') }}"}
 """),
+    Shape("failing", """
+name: fault-failing
+steps:
+  - parallel:
+      - id: slow
+        action: test.phases
+        with: {directory: "DIR/slow", count: 3, pause: 0.8}
+      - steps:
+          - id: warmup
+            action: core.echo
+            with: {message: warmup}
+          - id: boom
+            action: core.fail
+            with: {message: planned failure}
+  - id: never
+    action: core.echo
+    with: {message: unreachable}
+""", fails_at="boom", never=("never",)),
     Shape("parallel", """
 name: fault-parallel
 steps:
@@ -131,24 +149,6 @@ steps:
     action: core.echo
     with: {message: done}
 """),
-    Shape("failing", """
-name: fault-failing
-steps:
-  - parallel:
-      - id: slow
-        action: test.phases
-        with: {directory: "DIR/slow", count: 3, pause: 0.8}
-      - steps:
-          - id: warmup
-            action: core.echo
-            with: {message: warmup}
-          - id: boom
-            action: core.fail
-            with: {message: planned failure}
-  - id: never
-    action: core.echo
-    with: {message: unreachable}
-""", fails_at="boom", never=("never",)),
 )
 
 
@@ -214,6 +214,14 @@ class Cluster:
 def last_critical(log: Path) -> str:
     lines = [ln for ln in log.read_text(errors="replace").splitlines() if "CRITICAL" in ln or "Unrecoverable" in ln]
     return lines[-1].split("] ", 1)[-1] if lines else "no CRITICAL line in its log"
+
+
+def alive(pid: int) -> bool:
+    """True for a live process (a killed pool child stays listed as a zombie until the pool reaps it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
 
 
 def patient(fn: Callable[[], T], timeout: float = 30) -> T:
@@ -308,6 +316,11 @@ class Injected:
 class Injector:
     def __init__(self, cluster: Cluster, rt: Runtime, rng: random.Random, runs: list[Launched]) -> None:
         self.cluster, self.rt, self.store, self.rng, self.runs = cluster, rt, rt.store, rng, runs
+        self.applied = time.monotonic()
+        """When the last fault actually struck (after choosing its target)."""
+
+    def strike(self) -> None:
+        self.applied = time.monotonic()
 
     def inject(self, kind: str) -> str:
         handler: Callable[[], str] = getattr(self, kind)
@@ -330,7 +343,7 @@ class Injector:
         """A step in execution on one of our workers, waiting a little for one if none is."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            live = [t for t in self.running_steps() if self.cluster.slot_of(t[2])]
+            live = [t for t in self.running_steps() if self.cluster.slot_of(t[2]) and alive(t[2])]
             if live:
                 return self.rng.choice(live)
             time.sleep(0.1)
@@ -340,6 +353,7 @@ class Injector:
         target = self.busy_target()
         slot = self.cluster.slot_of(target[2]) if target else None
         slot = slot or self.rng.choice(self.cluster.slots)
+        self.strike()
         self.cluster.workers[slot].kill()
         self.cluster.start_worker(slot)
         where = f"mid-step {target[0]}/{target[1]}" if target else "idle"
@@ -352,18 +366,22 @@ class Injector:
             children = self.cluster.workers[slot].children()
             if not children:
                 return f"{slot} has no pool child: nothing killed"
+            self.strike()
             os.kill(self.rng.choice(children), signal.SIGKILL)
             return f"idle pool child of {slot}"
+        self.strike()
         os.kill(target[2], signal.SIGKILL)
         return f"pool child {target[2]} mid-step {target[0]}/{target[1]} (the pool replaces it)"
 
     def redis_restart(self) -> str:
+        self.strike()
         started = time.monotonic()
         self.cluster.redis.kill()
         self.cluster.redis.start()
         return f"SIGKILL + restart, down {time.monotonic() - started:.2f}s"
 
     def workers_restart(self) -> str:
+        self.strike()
         clean = [self.cluster.warm_stop(slot) for slot in self.cluster.slots]
         for slot in self.cluster.slots:
             self.cluster.start_worker(slot)
@@ -382,6 +400,7 @@ class Injector:
         while out.stat().st_size == 0 and cli.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
         printed = out.stat().st_size
+        self.strike()
         cli.send_signal(signal.SIGKILL)
         cli.wait(timeout=10)
         return f"logs --follow of {run.run_id} after {printed} bytes of output"
@@ -394,6 +413,7 @@ class Injector:
                 kind = "finished" if st in TERMINAL_STEP else st
                 if kind in ("running", "waiting", "finished"):
                     picks.setdefault(kind, (run.run_id, sid))
+        self.strike()
         for run_id, sid in picks.values():
             self.rt.publish(run_id, [sid])
         return ", ".join(f"{kind} {r}/{s}" for kind, (r, s) in sorted(picks.items())) or "no step to duplicate"
@@ -571,6 +591,7 @@ class Options:
     launch_window: float
     settle: float
     workers: int
+    kinds: list[str]
     keep: bool
     json_out: Path | None
 
@@ -584,19 +605,23 @@ def parse(argv: list[str] | None) -> Options:
     p.add_argument("--launch-window", type=float, help="seconds over which runs are launched (default 2 s per run)")
     p.add_argument("--settle", type=float, default=120, help="seconds to wait for every run to end (default %(default)s)")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--kinds", default=",".join(FAULTS), help="fault kinds to draw from, comma-separated (default: all)")
     p.add_argument("--keep", action="store_true", help="keep the work directory (kept anyway when something is wrong)")
     p.add_argument("--json", type=Path, dest="json_out", help="also write the results as JSON here")
     a = p.parse_args(argv)
+    kinds = [k.strip() for k in a.kinds.split(",") if k.strip()]
+    if not kinds or set(kinds) - set(FAULTS):
+        p.error(f"--kinds: choose from {', '.join(FAULTS)}")
     seed = a.seed if a.seed is not None else int(time.time() * 1000) % 1_000_000
-    faults = a.faults if a.faults is not None else max(len(FAULTS), a.runs * 3 // 4)
+    faults = a.faults if a.faults is not None else max(len(kinds), a.runs * 3 // 4)
     window = a.launch_window if a.launch_window is not None else max(6.0, 2.0 * a.runs)
-    return Options(a.runs, faults, seed, window, a.settle, a.workers, a.keep, a.json_out)
+    return Options(a.runs, faults, seed, window, a.settle, a.workers, kinds, a.keep, a.json_out)
 
 
 def schedule(opts: Options, rng: random.Random) -> list[tuple[float, str, str]]:
     """(at, "launch", shape) and (at, "fault", kind), in time order: every shape and kind comes up evenly."""
     shapes = [SHAPES[i % len(SHAPES)].name for i in range(opts.runs)]
-    kinds = [FAULTS[i % len(FAULTS)] for i in range(opts.faults)]
+    kinds = [opts.kinds[i % len(opts.kinds)] for i in range(opts.faults)]
     rng.shuffle(shapes)
     rng.shuffle(kinds)
     events = [(rng.uniform(0, opts.launch_window), "launch", s) for s in shapes]
@@ -629,11 +654,12 @@ class Batch:
         path.write_text(shape.yaml.replace("DIR", str(effects)))
         run_id = service.launch(path, {}, Identity("faults", "bench"))
         self.runs.append(Launched(run_id, shape, effects, time.monotonic() - self.t0))
+        print(f"  {self.runs[-1].at:6.1f}s  launch {run_id} ({shape.name})", flush=True)
 
     def fault(self, kind: str, injector: Injector, store: Store) -> None:
-        at = time.monotonic() - self.t0
         before = patient(lambda: snapshot(store, self.runs))
         detail = injector.inject(kind)
+        at = injector.applied - self.t0
         after = patient(lambda: snapshot(store, self.runs))
         lost = regressions(before, after) + patient(lambda: missing_last_events(store, before))
         self.injected.append(Injected(kind, at, detail, lost))
@@ -743,7 +769,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{table(summary)}\n")
     print(f"seed {opts.seed}, {summary['seconds']}s, {summary['takeovers']} takeovers, "
           f"{summary['duplicate_executions']} duplicate executions; reproduce: "
-          f".venv/bin/python -m bench.faults --runs {opts.runs} --faults {opts.faults} --seed {opts.seed}")
+          f".venv/bin/python -m bench.faults --runs {opts.runs} --faults {opts.faults} --seed {opts.seed}"
+          + ("" if opts.kinds == list(FAULTS) else f" --kinds {','.join(opts.kinds)}"))
     if opts.json_out:
         opts.json_out.write_text(json.dumps(summary, indent=2))
     if bad(summary) or opts.keep:
