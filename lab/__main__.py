@@ -1,4 +1,4 @@
-"""python -m lab up|down|status|env [--dir DIR]"""
+"""python -m lab up|down|status|env|demo [--dir DIR]"""
 
 from __future__ import annotations
 
@@ -32,12 +32,19 @@ def print_status(lab: Lab, as_json: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lab", description=__doc__)
-    parser.add_argument("command", choices=["up", "down", "status", "env"])
+    parser.add_argument("command", choices=["up", "down", "status", "env", "demo"])
     parser.add_argument("--dir", default=str(default_dir()),
                         help="lab directory (default: $HOTSWAP_LAB_DIR or /tmp/hotswap-lab)")
     parser.add_argument("--timeout", type=float, default=300, help="seconds 'up' may take")
     parser.add_argument("--json", action="store_true", help="status as JSON")
+    parser.add_argument("--node", default="node2", help="demo: the host to replace")
+    parser.add_argument("--reason", default="demo: PSU failure", help="demo: why it is replaced")
+    parser.add_argument("--verbose", action="store_true", help="demo: also show the remote commands' output")
     args = parser.parse_args(argv)
+    if args.command == "demo":
+        from lab.demo import main as demo
+
+        return demo(args.dir, args.node, args.reason, verbose=args.verbose)
     lab = Lab(args.dir)
     try:
         if args.command == "up":
