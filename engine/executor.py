@@ -208,6 +208,8 @@ class Executor:
         if step_id == START_STEP:
             return self.try_start(run_id)
         claim = self.store.claim(run_id, step_id, self.worker)
+        if claim.outcome == "orphaned" and claim.start_cleanup:
+            self._start_cleanup(run_id)
         if claim.outcome == "lost_lock":
             self.store.fail_run(run_id, f"the run lost its lock '{claim.lost_lock}' (no worker renewed it in time) "
                                         "and may no longer act; check who holds it, then resume")
@@ -388,7 +390,6 @@ class Executor:
     def release(self, run_id: str, done: Completion, failed_item: PlanStep | None = None) -> None:
         """Publish what a completion released. After a failure within a for_each budget, the rest of that
         item is skipped (it cannot run on top of a failed step) while everything else goes on."""
-        plan = self.store.plan(run_id)
         ready = list(done.ready)
         item = failed_item.prefixes[0] if failed_item and failed_item.prefixes else None
         publish: list[str] = []
@@ -400,13 +401,18 @@ class Executor:
                 if skipped:
                     ready.extend(skipped.ready)
                     if "start_cleanup" in skipped.flags:
-                        publish.extend(plan.cleanup_roots())
+                        self._start_cleanup(run_id)
             else:
                 publish.append(sid)
         if "start_cleanup" in done.flags:
-            publish.extend(plan.cleanup_roots())
+            self._start_cleanup(run_id)
         if publish:
             self.enqueue(run_id, publish)
+
+    def _start_cleanup(self, run_id: str) -> None:
+        roots = self.store.plan(run_id).cleanup_roots()
+        self.store.arm(run_id, roots)
+        self.enqueue(run_id, roots)
 
 
 class _FixedDecision:

@@ -14,6 +14,9 @@ CANCEL_CHECK_SECONDS = 0.5
 """How quickly a running action learns that its run was cancelled (its SSH commands are then killed)."""
 TIMER_REARM_SECONDS = 60.0
 """A due timer handed to the queue is re-armed this far ahead until the step claims it (a lost message retries)."""
+REDELIVER_SECONDS = float(os.environ.get("HOTSWAP_REDELIVER_SECONDS", "120"))
+"""A released step not claimed within this long is published again (its message was lost with a worker
+or with Redis). Longer than any normal queue backlog, so it rarely duplicates a message still in flight."""
 TICK_SECONDS = 0.25
 """How often each worker looks for due timers and expired leases. Step-to-step release does not wait for it."""
 BROKER_VISIBILITY_TIMEOUT = 3600 * 6

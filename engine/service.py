@@ -130,7 +130,9 @@ class Service:
         running, start_cleanup = self.store.cancel(run_id, who.name)
         self.store.audit(action="cancel", run=run_id, who=who.name, source=who.source, detail=dict(who.detail))
         if start_cleanup:
-            self.publish(run_id, self.store.plan(run_id).cleanup_roots())
+            roots = self.store.plan(run_id).cleanup_roots()
+            self.store.arm(run_id, roots)
+            self.publish(run_id, roots)
         return running
 
     def resume(self, run_id: str, who: Identity) -> list[str]:

@@ -22,6 +22,7 @@ from engine.keys import (
     LOCK_RETRY_SECONDS,
     MAX_LOG_LINE,
     MAX_RESULT_BYTES,
+    REDELIVER_SECONDS,
     TIMER_REARM_SECONDS,
     Keys,
 )
@@ -34,6 +35,31 @@ local step, now, lease, worker, member, cleanup, run_id = ARGV[1], tonumber(ARGV
 local run_status = redis.call('HGET', run_key, 'status')
 if run_status ~= 'running' and not (cleanup == '1' and redis.call('HGET', run_key, 'cleanup') == 'running') then
   redis.call('ZREM', timers, member)
+  if redis.call('HGET', statuses, step) == 'running'
+      and tonumber(redis.call('HGET', detail, 'lease_until') or '0') <= now then
+    -- its worker died after the run had ended: record that instead of leaving it running forever
+    redis.call('HSET', statuses, step, 'failed')
+    redis.call('HSET', detail, 'status', 'failed', 'finished', now, 'error', 'its worker was lost after the run had ended')
+    redis.call('HDEL', detail, 'lease_until')
+    redis.call('ZREM', leases, member)
+    redis.call('XADD', events, '*', 'type', 'step', 'step', step, 'status', 'failed',
+      'error', 'its worker was lost after the run had ended', 't', now)
+    if cleanup == '1' then
+      if redis.call('HINCRBY', run_key, 'n_cleanup_done', 1) == tonumber(redis.call('HGET', run_key, 'n_cleanup')) then
+        redis.call('HSET', run_key, 'cleanup', 'done')
+      end
+      return {'orphaned', ''}
+    end
+    local active = redis.call('HINCRBY', run_key, 'n_active', -1)
+    if active <= 0 and (run_status == 'failed' or run_status == 'cancelled')
+        and tonumber(redis.call('HGET', run_key, 'n_cleanup') or '0') > 0
+        and redis.call('HSETNX', run_key, 'cleanup', 'running') == 1 then
+      redis.call('XADD', events, '*', 'type', 'cleanup', 'status', 'running', 't', now)
+      return {'orphaned', 'start_cleanup'}
+    end
+    return {'orphaned', ''}
+  end
+  if redis.call('HGET', statuses, step) ~= 'running' then redis.call('ZREM', leases, member) end
   return {'run_' .. tostring(run_status)}
 end
 for i = 8, #KEYS do
@@ -77,7 +103,9 @@ return {'ok', tostring(token), tostring(attempt),
 # Shared by complete and skip: release successors of a step that counts as done, finish the run when
 # every step is done, and start the cleanup phase once a failed or cancelled run has nothing active.
 _RELEASE = """
-local function release(run_key, statuses, remaining, run_status, cleanup, first_succ)
+local function release(run_key, statuses, remaining, run_status, cleanup, first_succ, timers, run_id, now, redeliver)
+  -- A released step also gets a durable timer: if its message is lost (a worker or Redis dies with it
+  -- before it is claimed), the ticker publishes it again. The claim removes the timer.
   local ready = {}
   for i = first_succ, #ARGV do
     local succ = ARGV[i]
@@ -85,9 +113,25 @@ local function release(run_key, statuses, remaining, run_status, cleanup, first_
     if left == 0 and redis.call('HGET', statuses, succ) == 'pending'
         and (run_status == 'running' or cleanup == '1') then
       table.insert(ready, succ)
+      redis.call('ZADD', timers, now + redeliver, run_id .. '|' .. succ)
     end
   end
   return ready
+end
+
+-- When a run fails, its parked steps stop too (they are cancelled; resume runs them again), so the
+-- run has nothing active and its cleanup can start.
+local function stop_waiting(run_key, statuses, timers, run_id, events, now)
+  local all = redis.call('HGETALL', statuses)
+  for i = 1, #all, 2 do
+    if all[i + 1] == 'waiting' then
+      redis.call('HSET', statuses, all[i], 'cancelled')
+      redis.call('ZREM', timers, run_id .. '|' .. all[i])
+      redis.call('HINCRBY', run_key, 'n_active', -1)
+      redis.call('XADD', events, '*', 'type', 'step', 'step', all[i], 'status', 'cancelled',
+        'reason', 'the run failed', 't', now)
+    end
+  end
 end
 
 local function settle(run_key, events, now, run_status, counted_done, cleanup)
@@ -119,9 +163,9 @@ end
 """
 
 _COMPLETE = _RELEASE + """
-local run_key, statuses, remaining, detail, events, leases = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local run_key, statuses, remaining, detail, events, leases, timers = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local step, token, status, result, err, now, member, memory = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6]), ARGV[7], ARGV[8]
-local cleanup, budget, budget_limit = ARGV[9], ARGV[10], tonumber(ARGV[11])
+local cleanup, budget, budget_limit, run_id, redeliver = ARGV[9], ARGV[10], tonumber(ARGV[11]), ARGV[12], tonumber(ARGV[13])
 if redis.call('HGET', detail, 'token') ~= token or redis.call('HGET', statuses, step) ~= 'running' then
   return {'stale', ''}
 end
@@ -147,13 +191,14 @@ if status == 'failed' and cleanup ~= '1' then
       if budget ~= '' then reason = reason .. ' (failure budget of ' .. budget .. ' exhausted: ' .. budget_limit .. ' allowed)' end
       redis.call('HSET', run_key, 'status', 'failed', 'reason', reason, 'finished', now)
       redis.call('XADD', events, '*', 'type', 'run', 'status', 'failed', 'reason', reason, 't', now)
+      stop_waiting(run_key, statuses, timers, run_id, events, now)
       run_status = 'failed'
     end
   end
 end
 local ready = {}
 if counts_done or cleanup == '1' then
-  ready = release(run_key, statuses, remaining, run_status, cleanup, 12)
+  ready = release(run_key, statuses, remaining, run_status, cleanup, 14, timers, run_id, now, redeliver)
 end
 local settled = settle(run_key, events, now, run_status, counts_done, cleanup)
 if settled ~= '' then flags = flags .. ',' .. settled end
@@ -163,14 +208,14 @@ return out
 """
 
 _SKIP = _RELEASE + """
-local run_key, statuses, remaining, detail, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local step, now, reason = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local run_key, statuses, remaining, detail, events, timers = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local step, now, reason, run_id, redeliver = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], tonumber(ARGV[5])
 if redis.call('HGET', statuses, step) ~= 'pending' then return {'stale', ''} end
 redis.call('HSET', statuses, step, 'skipped')
 redis.call('HSET', detail, 'status', 'skipped', 'finished', now, 'error', reason)
 redis.call('XADD', events, '*', 'type', 'step', 'step', step, 'status', 'skipped', 'reason', reason, 't', now)
 local run_status = redis.call('HGET', run_key, 'status')
-local ready = release(run_key, statuses, remaining, run_status, '0', 4)
+local ready = release(run_key, statuses, remaining, run_status, '0', 6, timers, run_id, now, redeliver)
 local settled = settle(run_key, events, now, run_status, true, '0')
 local out = {'ok', settled}
 for _, s in ipairs(ready) do table.insert(out, s) end
@@ -299,6 +344,7 @@ class Claim:
     memory: dict[str, Any] | None = None
     decision: dict[str, Any] | None = None
     lost_lock: str = ""
+    start_cleanup: bool = False
 
     @property
     def ok(self) -> bool:
@@ -324,9 +370,10 @@ def _decode_hash(raw: Mapping[Any, Any]) -> dict[str, str]:
 class Store:
     """All of hotswap's Redis state. One instance per process; safe to share between threads."""
 
-    def __init__(self, client: redis.Redis, keys: Keys | None = None) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys | None = None, redeliver: float = REDELIVER_SECONDS) -> None:
         self.r: Any = client
         self.keys = keys or Keys()
+        self.redeliver = redeliver
         self._claim = client.register_script(_CLAIM)
         self._complete = client.register_script(_COMPLETE)
         self._wait = client.register_script(_WAIT)
@@ -442,11 +489,21 @@ class Store:
         if not ok:
             return []
         status = Status.SUCCEEDED.value if not plan.steps else Status.RUNNING.value
+        roots = plan.roots()
         pipe = self.r.pipeline()
         pipe.hset(k.run(run_id), mapping={"status": status, **({"finished": now} if not plan.steps else {})})
         pipe.xadd(k.events(run_id), {"type": "run", "status": status, "t": now})
+        if roots:
+            pipe.zadd(k.timers, {k.member(run_id, sid): now + self.redeliver for sid in roots})
         pipe.execute()
-        return plan.roots()
+        return roots
+
+    def arm(self, run_id: str, step_ids: Iterable[str]) -> None:
+        """Durable timers for steps about to be published, so a lost message is published again."""
+        due = time.time() + self.redeliver
+        members = {self.keys.member(run_id, sid): due for sid in step_ids}
+        if members:
+            self.r.zadd(self.keys.timers, members)
 
     def run(self, run_id: str) -> dict[str, Any]:
         raw = _decode_hash(self.r.hgetall(self.keys.run(run_id)))
@@ -538,6 +595,8 @@ class Store:
         parts = [_s(x) for x in res]
         if parts[0] == "lost_lock":
             return Claim("lost_lock", lost_lock=parts[1][len(k.prefix) + len("lock:"):])
+        if parts[0] == "orphaned":
+            return Claim("orphaned", start_cleanup=parts[1] == "start_cleanup")
         if parts[0] != "ok":
             return Claim(parts[0])
         decision = json.loads(parts[4]) if parts[4] else None
@@ -553,10 +612,10 @@ class Store:
         encoded = encode_result(result)
         res = self._complete(
             keys=[k.run(run_id), k.statuses(run_id), k.remaining(run_id), k.step(run_id, step_id),
-                  k.events(run_id), k.leases],
+                  k.events(run_id), k.leases, k.timers],
             args=[step_id, token, status.value, encoded, error[:2000], time.time(), k.member(run_id, step_id),
                   json.dumps(memory or {}), "1" if step.cleanup else "0", budget, plan.budgets.get(budget, 0),
-                  *step.succ],
+                  run_id, self.redeliver, *step.succ],
         )
         return _completion(res)
 
@@ -565,8 +624,8 @@ class Store:
         k = self.keys
         step = self.plan(run_id).steps[step_id]
         res = self._skip(keys=[k.run(run_id), k.statuses(run_id), k.remaining(run_id), k.step(run_id, step_id),
-                               k.events(run_id)],
-                         args=[step_id, time.time(), reason, *step.succ])
+                               k.events(run_id), k.timers],
+                         args=[step_id, time.time(), reason, run_id, self.redeliver, *step.succ])
         return _completion(res)
 
     def park(self, run_id: str, step_id: str, token: str, *, kind: str, wake_at: float, reason: str,
@@ -684,6 +743,8 @@ class Store:
                 pipe.hset(k.remaining(run_id), mapping=remaining)
             if waiting:
                 pipe.zadd(k.timers, {k.member(run_id, sid): 0 for sid in waiting})
+            if ready:
+                pipe.zadd(k.timers, {k.member(run_id, sid): time.time() + self.redeliver for sid in ready})
             pipe.hset(k.run(run_id), mapping={"status": Status.RUNNING.value, "reason": "", "n_failed": 0,
                                               "n_done": n_done, "n_active": len(waiting), "n_cleanup_done": 0,
                                               "resumed_by": by})

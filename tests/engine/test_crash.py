@@ -155,3 +155,92 @@ steps:
         assert harness.wait(run, timeout=60)["status"] == "succeeded"
     finally:
         worker.stop()
+
+
+def test_a_step_whose_message_was_lost_is_published_again(harness: Harness, own_redis: RedisServer,
+                                                           tmp_path: Path) -> None:
+    from engine.service import prepare
+    from engine.store import Store
+
+    _, plan = prepare(harness.runbook("""
+name: lost
+steps:
+  - id: a
+    action: core.echo
+    with: {message: found}
+  - id: b
+    action: core.echo
+    with: {message: and went on}
+"""), {}, harness.service.registry)
+    store = Store(harness.store.r, redeliver=1.0)
+    store.create_run("lost-1", plan, {"launched_by": "test", "source": "cli"})
+    assert store.start_run("lost-1") == ["a"]  # ... and its message is never published
+    worker = start_worker(own_redis.url, tmp_path, "w1")
+    try:
+        assert harness.wait("lost-1", timeout=30)["status"] == "succeeded"
+    finally:
+        worker.stop()
+
+
+def test_a_step_orphaned_after_its_run_failed_is_recorded_and_cleanup_runs(
+        harness: Harness, own_redis: RedisServer, tmp_path: Path) -> None:
+    work = tmp_path / "effects"
+    work.mkdir()
+    first = start_worker(own_redis.url, tmp_path, "w1")
+    try:
+        run = harness.launch(f"""
+name: orphan
+steps:
+  - parallel:
+      - id: long
+        action: test.phases
+        with: {{directory: "{work}", count: 2, pause: 30}}
+      - id: boom
+        action: core.fail
+cleanup:
+  - id: tidy
+    action: core.echo
+    with: {{message: tidy}}
+""")
+        harness.wait_step(run, "boom", "failed")
+        harness.wait_step(run, "long", "running")
+        first.kill()
+    finally:
+        first.stop()
+    assert harness.store.run(run)["status"] == "failed"
+    second = start_worker(own_redis.url, tmp_path, "w2")
+    try:
+        wait_for(lambda: harness.store.run(run).get("cleanup") == "done", timeout=60, what="cleanup after the orphan")
+    finally:
+        second.stop()
+    assert harness.step(run, "long")["error"] == "its worker was lost after the run had ended"
+    assert harness.step(run, "tidy")["status"] == "succeeded"
+
+
+def test_a_parked_step_stops_when_its_run_fails_so_cleanup_can_run(harness: Harness, own_redis: RedisServer,
+                                                                    tmp_path: Path) -> None:
+    worker = start_worker(own_redis.url, tmp_path, "w1")
+    try:
+        run = harness.launch("""
+name: parked
+steps:
+  - parallel:
+      - id: poll
+        action: core.wait_until
+        with: {condition: "{{ false }}", interval: 0.3}
+      - steps:
+          - id: wait_a_bit
+            action: core.sleep
+            with: {seconds: 0.5}
+          - id: boom
+            action: core.fail
+cleanup:
+  - id: tidy
+    action: core.echo
+    with: {message: tidy}
+""")
+        wait_for(lambda: harness.store.run(run).get("cleanup") == "done", timeout=30, what="cleanup")
+    finally:
+        worker.stop()
+    assert harness.step(run, "poll")["status"] == "cancelled"
+    assert harness.step(run, "tidy")["status"] == "succeeded"
