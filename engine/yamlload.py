@@ -16,6 +16,10 @@ from engine.errors import Location, ValidationError, ValidationIssue
 
 MAX_DOCUMENT_BYTES = 1_000_000
 MAX_EXPANDED_NODES = 200_000
+MAX_DEPTH = 100
+_DEPTH_PROBLEM = f"collections nested more than {MAX_DEPTH} levels deep"
+_SCALAR_ERRORS = (ValueError, KeyError, IndexError, AttributeError, OverflowError, TypeError)
+_SHOWN_SCALAR_CHARS = 40
 
 Path = tuple[str | int, ...]
 _PLAIN_COLLECTION_TAGS = {"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"}
@@ -49,7 +53,12 @@ def load_yaml(text: str | bytes, file: str) -> tuple[Any, Positions]:
     if len(text) > MAX_DOCUMENT_BYTES:
         raise _fail(file, 0, 0, f"document is {len(text)} characters; the limit is {MAX_DOCUMENT_BYTES}")
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_Loader)
+    except yaml.reader.ReaderError as e:
+        line, col = _line_column(text, e.position)
+        raise _fail(file, line, col, f"YAML syntax error: unacceptable character #x{e.character:04x}: {e.reason}") from None
+    except RecursionError:
+        raise _fail(file, 0, 0, f"YAML syntax error: {_DEPTH_PROBLEM}") from None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
@@ -63,6 +72,30 @@ def load_yaml(text: str | bytes, file: str) -> tuple[Any, Positions]:
     return builder.build(node, ()), positions
 
 
+def _line_column(text: str, position: int) -> tuple[int, int]:
+    line_start = text.rfind("\n", 0, position) + 1
+    return text.count("\n", 0, position) + 1, position - line_start + 1
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader whose composer refuses collections nested deeper than MAX_DEPTH (it recurses per level)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        if not self.check_event(yaml.SequenceStartEvent, yaml.MappingStartEvent):
+            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(None, None, _DEPTH_PROBLEM, self.peek_event().start_mark)
+            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        finally:
+            self._depth -= 1
+
+
 def _fail(file: str, line: int, col: int, message: str) -> ValidationError:
     return ValidationError([ValidationIssue(Location(file, line, col), message)])
 
@@ -73,30 +106,43 @@ class _Builder:
         self.positions = positions
         self.count = 0
         self.constructor = yaml.SafeLoader("")
+        self.open: set[int] = set()
+        """Identities of the collection nodes being built (the current path), to catch recursive anchors."""
+
+    def _fail_at(self, node: yaml.Node, message: str) -> ValidationError:
+        return _fail(self.file, node.start_mark.line + 1, node.start_mark.column + 1, message)
 
     def build(self, node: yaml.Node, path: Path) -> Any:
         self.count += 1
         if self.count > MAX_EXPANDED_NODES:
-            raise _fail(
-                self.file, node.start_mark.line + 1, node.start_mark.column + 1,
-                f"document expands to more than {MAX_EXPANDED_NODES} values (alias bomb?)",
-            )
+            raise self._fail_at(node, f"document expands to more than {MAX_EXPANDED_NODES} values (alias bomb?)")
         self.positions.marks.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
-        if isinstance(node, yaml.MappingNode | yaml.SequenceNode) and node.tag not in _PLAIN_COLLECTION_TAGS:
-            raise _fail(self.file, node.start_mark.line + 1, node.start_mark.column + 1,
-                        f"unsupported value: tag {node.tag!r} is not allowed")
-        if isinstance(node, yaml.MappingNode):
-            return self._mapping(node, path)
-        if isinstance(node, yaml.SequenceNode):
+        if isinstance(node, yaml.ScalarNode):
+            return self._scalar(node)
+        if node.tag not in _PLAIN_COLLECTION_TAGS:
+            raise self._fail_at(node, f"unsupported value: tag {node.tag!r} is not allowed")
+        if id(node) in self.open:
+            raise self._fail_at(node, "an alias refers to the collection that contains it (recursive anchor)")
+        if len(self.open) >= MAX_DEPTH:
+            raise self._fail_at(node, f"{_DEPTH_PROBLEM} (through aliases)")
+        self.open.add(id(node))
+        try:
+            if isinstance(node, yaml.MappingNode):
+                return self._mapping(node, path)
             return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
-        assert isinstance(node, yaml.ScalarNode)
+        finally:
+            self.open.discard(id(node))
+
+    def _scalar(self, node: yaml.ScalarNode) -> Any:
         try:
             return self.constructor.construct_object(node, deep=True)
         except yaml.constructor.ConstructorError as e:
-            raise _fail(
-                self.file, node.start_mark.line + 1, node.start_mark.column + 1,
-                f"unsupported value: {e.problem}",
-            ) from None
+            raise self._fail_at(node, f"unsupported value: {e.problem}") from None
+        except _SCALAR_ERRORS:
+            kind = node.tag.rsplit(":", 1)[-1]
+            shown = node.value if len(node.value) <= _SHOWN_SCALAR_CHARS else node.value[:_SHOWN_SCALAR_CHARS] + "..."
+            raise self._fail_at(
+                node, f"unsupported value: '{shown}' is not a valid {kind} (quote it to use it as a string)") from None
 
     def _mapping(self, node: yaml.MappingNode, path: Path) -> dict[str, Any]:
         out: dict[str, Any] = {}

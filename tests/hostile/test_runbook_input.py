@@ -58,7 +58,6 @@ def test_malformed_yaml_is_one_located_syntax_error(case: str) -> None:
 
 
 @pytest.mark.parametrize("char, column", [("\x00", 8), ("\x07", 8), ("\ud800", 8)])
-@pytest.mark.xfail(strict=True, reason="BUG: yaml ReaderError is reported unlocated, multi-line, naming '<unicode string>'")
 def test_unacceptable_characters_are_located(char: str, column: int) -> None:
     assert issues(f"name: x{char}\nsteps: []\n") == [
         f"rb.yaml:1:{column}: YAML syntax error: unacceptable character #x{ord(char):04x}: "
@@ -140,7 +139,6 @@ DEEP = {
 
 
 @pytest.mark.parametrize("case", DEEP)
-@pytest.mark.xfail(strict=True, reason="BUG: deeply nested YAML raises RecursionError instead of ValidationError")
 def test_deep_nesting_is_a_clear_error_not_a_recursion_error(case: str) -> None:
     text, where = DEEP[case]
     assert issues(text) == [f"rb.yaml:{where}: YAML syntax error: collections nested more than 100 levels deep"]
@@ -153,7 +151,6 @@ def test_moderate_nesting_in_arguments_still_loads() -> None:
     assert runbook.steps.items[0].args["data"] == eval(data)  # type: ignore[union-attr]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a recursive anchor makes the YAML builder recurse forever (RecursionError)")
 def test_a_recursive_anchor_is_refused() -> None:
     assert issues("name: x\nsteps: &s [*s]\n") == [
         "rb.yaml:2:8: an alias refers to the collection that contains it (recursive anchor)"]
@@ -223,8 +220,6 @@ BAD_SCALARS = {
 
 
 @pytest.mark.parametrize("case", BAD_SCALARS)
-@pytest.mark.xfail(strict=True, reason="BUG: constructing an invalid implicit/explicit scalar raises ValueError/KeyError/"
-                                       "AttributeError out of load_yaml instead of ValidationError")
 def test_invalid_typed_scalars_are_validation_errors(case: str) -> None:
     value, where, why = BAD_SCALARS[case]
     assert issues(f"name: x\nsteps:\n  - id: a\n    action: core.echo\n    with: {{{value}}}\n") == [
