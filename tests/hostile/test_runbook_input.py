@@ -215,6 +215,8 @@ BAD_SCALARS = {
     "explicit float": ("message: !!float abc", "5:21", "'abc' is not a valid float"),
     "explicit bool": ("message: !!bool abc", "5:21", "'abc' is not a valid bool"),
     "explicit timestamp": ("message: !!timestamp abc", "5:21", "'abc' is not a valid timestamp"),
+    "explicit empty int": ("message: !!int ''", "5:21", "'' is not a valid int"),
+    "explicit empty bool": ("message: !!bool ''", "5:21", "'' is not a valid bool"),
     "5000-digit int": ("message: " + "9" * 5000, "5:21", "'" + "9" * 40 + "...' is not a valid int"),
 }
 

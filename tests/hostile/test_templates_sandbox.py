@@ -61,10 +61,10 @@ ESCAPES = {
     "template reference context": ("{{ self._TemplateReference__context }}",
                                    FORBIDS + "access to attribute '_TemplateReference__context' of 'TemplateReference' "
                                              "object is unsafe."),
-    "lipsum globals": ("{{ lipsum.__globals__ }}", FORBIDS + "access to attribute '__globals__' of 'function' object is unsafe."),
-    "lipsum globals os": ("{{ lipsum.__globals__['os'].popen('touch MARKER') }}",
+    "function globals": ("{{ range.__globals__ }}", FORBIDS + "access to attribute '__globals__' of 'function' object is unsafe."),
+    "function globals os": ("{{ range.__globals__['os'].popen('touch MARKER') }}",
                           FORBIDS + "access to attribute '__globals__' of 'function' object is unsafe."),
-    "format string attribute walk": ("{{ '{0.__init__.__globals__}'.format(lipsum) }}",
+    "format string attribute walk": ("{{ '{0.__init__.__globals__}'.format(range) }}",
                                      FORBIDS + "access to attribute '__init__' of 'function' object is unsafe."),
     "format string class": ("{{ '{0.__class__}'.format(params.host) }}",
                             FORBIDS + "access to attribute '__class__' of 'str' object is unsafe."),
@@ -131,7 +131,7 @@ def test_a_private_name_as_a_parameter_subscript_is_refused_at_validation() -> N
 
 PRIVATE = {
     "class": ("{{ params.host.__class__ }}", "__class__"),
-    "mro chain": ("{{ ''.__class__.__mro__[1].__subclasses__() }}", "__class__"),
+    "mro chain": ("{{ ''.__class__.__mro__[1].__subclasses__() }}", "__class__', '__mro__', '__subclasses__"),
     "globals": ("{{ range.__globals__ }}", "__globals__"),
     "template reference": ("{{ self._TemplateReference__context }}", "_TemplateReference__context"),
     "attr filter": ("{{ params|attr('__class__') }}", "__class__"),
