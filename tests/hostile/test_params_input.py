@@ -49,7 +49,7 @@ def refused(given: dict[str, Any], inventory: Any = None, runbook: Runbook = RUN
     return [str(i) for i in e.value.issues]
 
 
-WRONG = {
+WRONG: dict[str, tuple[dict[str, Any], str]] = {
     # ints
     "int from words": ({"n": "three"}, "p.yaml:3:3: parameter 'n' must be an integer, got 'three'"),
     "int from a fraction": ({"n": 2.5}, "p.yaml:3:3: parameter 'n' must be an integer, got 2.5"),
