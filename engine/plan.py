@@ -14,7 +14,16 @@ from typing import Any
 
 from engine import templating
 from engine.errors import ValidationError, ValidationIssue
-from engine.runbook import ForEachNode, LockDef, Node, ParallelNode, Runbook, SequenceNode, StepNode
+from engine.runbook import (
+    MAX_FOR_EACH_ITEMS,
+    ForEachNode,
+    LockDef,
+    Node,
+    ParallelNode,
+    Runbook,
+    SequenceNode,
+    StepNode,
+)
 
 PLAN_VERSION = 1
 MAX_PLAN_STEPS = 50_000
@@ -122,11 +131,11 @@ def build_plan(runbook: Runbook, params: Mapping[str, Any], inventory_context: M
     builder.steps = {}
     builder.in_cleanup = True
     cleanup_structure, _ = builder.build(runbook.cleanup, [], {}, [])
+    locks = [builder.lock(i, lock) for i, lock in enumerate(runbook.locks)]
     if builder.issues:
         raise ValidationError(builder.issues)
     _link_successors(main_steps.values())
     _link_successors(builder.steps.values())
-    locks = [_render_lock(lock, builder.base_context) for lock in runbook.locks]
     return Plan(
         runbook=runbook.name,
         file=runbook.file,
@@ -134,22 +143,12 @@ def build_plan(runbook: Runbook, params: Mapping[str, Any], inventory_context: M
         steps=main_steps,
         structure=structure,
         groups=builder.groups,
-        locks=locks,
+        locks=[lock for lock in locks if lock is not None],
         budgets=builder.budgets,
         secret_params=[n for n, p in runbook.params.items() if p.type == "secret"],
         cleanup=builder.steps,
         cleanup_structure=cleanup_structure,
     )
-
-
-def _render_lock(lock: LockDef, context: Mapping[str, Any]) -> dict[str, Any]:
-    name = str(templating.render(lock.name, context))
-    limit = templating.render(lock.limit, context) if isinstance(lock.limit, str) else lock.limit
-    try:
-        limit = int(limit)
-    except (TypeError, ValueError):
-        raise ValidationError([ValidationIssue(None, f"lock '{name}': limit rendered to {limit!r}, not an integer")]) from None
-    return {"name": name, "limit": max(1, limit), "on_busy": lock.on_busy}
 
 
 def _link_successors(steps: Iterable[PlanStep]) -> None:
@@ -168,7 +167,27 @@ class _Builder:
         self.budgets: dict[str, int] = {}
         self.budget_stack: list[str] = []
         self.in_cleanup = False
+        self.too_many_steps = False
         self.issues: list[ValidationIssue] = []
+
+    def lock(self, index: int, lock: LockDef) -> dict[str, Any] | None:
+        """The lock rendered from parameters and inventory, or None after recording why it cannot be."""
+        try:
+            name = str(templating.render(lock.name, self.base_context))
+        except templating.TemplateError as e:
+            self._issue(("locks", index, "name"), str(e))
+            return None
+        limit_path = ("locks", index, "limit")
+        try:
+            limit = templating.render(lock.limit, self.base_context) if isinstance(lock.limit, str) else lock.limit
+            limit = int(limit)
+        except templating.TemplateError as e:
+            self._issue(limit_path, f"lock '{name}': {e}")
+            return None
+        except (TypeError, ValueError, OverflowError):
+            self._issue(limit_path, f"lock '{name}': limit rendered to {limit!r}, not an integer")
+            return None
+        return {"name": name, "limit": max(1, limit), "on_busy": lock.on_busy}
 
     def build(self, node: Node, deps: list[str], scope: dict[str, Any], prefixes: list[str]) -> tuple[Structure, list[str]]:
         """Add ``node``'s steps, each depending on ``deps``; return its structure and its tail step ids."""
@@ -195,7 +214,9 @@ class _Builder:
         prefix = prefixes[0] if prefixes else ""
         sid = (prefix + node.id) if node.id else prefix.rstrip(".")
         if len(self.steps) >= MAX_PLAN_STEPS:
-            self._issue(node.path, f"the plan exceeds {MAX_PLAN_STEPS} steps; split the work into several runs")
+            if not self.too_many_steps:
+                self._issue(node.path, f"the plan exceeds {MAX_PLAN_STEPS} steps; split the work into several runs")
+            self.too_many_steps = True
             return ["step", sid], deps
         approval = self._approval(node, scope)
         self.steps[sid] = PlanStep(
@@ -243,6 +264,8 @@ class _Builder:
             self.budgets[outer + node.id] = node.max_failures
             self.budget_stack.append(outer + node.id)
         for i, value in enumerate(items):
+            if self.too_many_steps:
+                break
             wait_for = list(deps)
             if node.concurrency and i >= node.concurrency:
                 wait_for += [t for t in item_tails[i - node.concurrency] if t not in wait_for]
@@ -273,6 +296,10 @@ class _Builder:
             raw = [{"key": k, "value": v} for k, v in raw.items()]
         if not isinstance(raw, list):
             self._issue((*node.path, "for_each"), f"for_each must produce a list, got {type(raw).__name__}", node.id)
+            return []
+        if len(raw) > MAX_FOR_EACH_ITEMS:
+            self._issue((*node.path, "for_each"), f"for_each produced {len(raw)} items; the limit is {MAX_FOR_EACH_ITEMS}",
+                        node.id)
             return []
         return raw
 

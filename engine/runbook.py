@@ -6,6 +6,7 @@ Nothing here performs I/O beyond reading the runbook file; validation needs only
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,7 +22,8 @@ from engine.yamlload import Positions, load_yaml
 
 PARAM_TYPES = ("string", "int", "float", "bool", "duration", "host", "list", "secret")
 TEMPLATE_ROOTS = frozenset({"params", "inventory", "steps", "run", "now", "poll"})
-ID_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
+MAX_ID_CHARS = 64
+ID_PATTERN = re.compile(rf"^[A-Za-z_][A-Za-z0-9_-]{{0,{MAX_ID_CHARS - 1}}}$")
 RESERVED_IDS = frozenset({"items", "keys", "values", "get"})
 MAX_FOR_EACH_ITEMS = 20_000
 
@@ -263,10 +265,19 @@ class _Parser:
                 choices=tuple(choices),
                 pattern=str(pattern) if pattern is not None else None,
                 help=str(spec.get("help", "")),
-                minimum=spec.get("min"),
-                maximum=spec.get("max"),
+                minimum=self._bound(spec, "min", path),
+                maximum=self._bound(spec, "max", path),
             )
         return out
+
+    def _bound(self, spec: dict[str, Any], key: str, path: YPath) -> float | None:
+        value = spec.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, int | float) or isinstance(value, bool) or math.isnan(value):
+            self.error((*path, key), f"'{key}' must be a number")
+            return None
+        return value
 
     def _locks(self, raw: Any) -> list[LockDef]:
         if not isinstance(raw, list):
@@ -329,6 +340,10 @@ class _Parser:
                 self.error((*path, key), f"unknown key '{key}'{_suggest(key, allowed)}", _as_id(step))
 
     def _register_id(self, step_id: Any, path: YPath) -> str | None:
+        if isinstance(step_id, str) and len(step_id) > MAX_ID_CHARS:
+            self.error((*path, "id"), f"step id {step_id!r} must start with a letter or '_', use letters, digits, '_' or "
+                       f"'-', and be at most {MAX_ID_CHARS} characters")
+            return None
         if not isinstance(step_id, str) or not ID_PATTERN.match(step_id):
             self.error((*path, "id"), f"step id {step_id!r} must start with a letter or '_' and use letters, digits, '_' or '-'")
             return None
@@ -371,6 +386,7 @@ class _Parser:
             why = templating.syntax_error(items)
             if why:
                 self.error((*path, "for_each"), why, fid)
+                items = []
         elif not isinstance(items, list):
             self.error((*path, "for_each"), "'for_each' must be a list or a template rendering to a list", fid)
         var = raw.get("as", "item")
@@ -426,6 +442,7 @@ class _Parser:
             why = templating.syntax_error(when)
             if why:
                 self.error((*path, "when"), why, sid or None)
+                when = None
         timeout = self._duration(raw.get("timeout"), (*path, "timeout"), sid)
         retry = self._retry(raw.get("retry"), (*path, "retry"), sid)
         approval = self._approval(raw.get("approval"), (*path, "approval"), sid)
