@@ -4,6 +4,7 @@ declared types, apply defaults (which may be templates over earlier parameters),
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from typing import Any, NoReturn
@@ -15,6 +16,8 @@ from engine.runbook import ParamDef, Runbook
 from engine.secrets import check_reference
 
 MAX_VALUE_CHARS = 4096
+MAX_LIST_ITEMS = 1000
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f]")
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
 
@@ -61,7 +64,7 @@ def coerce(spec: ParamDef, raw: Any) -> Any:
     if kind in ("string", "host"):
         if isinstance(raw, dict | list) or raw is None:
             raise ValueError(f"must be a {kind}, got {type(raw).__name__}")
-        return str(raw)
+        return _printable(str(raw))
     if kind == "int":
         if isinstance(raw, bool):
             raise ValueError(f"must be an integer, got {raw!r}")
@@ -73,9 +76,12 @@ def coerce(spec: ParamDef, raw: Any) -> Any:
         if isinstance(raw, bool):
             _bad("a number", raw)
         try:
-            return float(raw)
+            number = float(raw)
         except (TypeError, ValueError):
             _bad("a number", raw)
+        if not math.isfinite(number):
+            raise ValueError(f"must be a finite number, got {number}")
+        return number
     if kind == "bool":
         if isinstance(raw, bool):
             return raw
@@ -88,9 +94,33 @@ def coerce(spec: ParamDef, raw: Any) -> Any:
     if kind == "duration":
         return parse_duration(raw)
     if kind == "list":
-        return _as_list(raw)
+        return _bounded_items(_as_list(raw))
     raise ValueError(f"has unknown type {kind}")
 
+
+def _printable(text: str, what: str = "") -> str:
+    """``text`` if it has no NUL or other control character but tab and newline (no remote program can get a NUL
+    in an argument, and the others are almost always a paste accident or an attempt to forge output)."""
+    found = _CONTROL.search(text)
+    if found is None:
+        return text
+    if found.group() == "\x00":
+        raise ValueError(f"{what}must not contain NUL bytes")
+    raise ValueError(f"{what}must not contain control characters, found {found.group()!r}")
+
+
+def _bounded_items(items: list[Any]) -> list[Any]:
+    if len(items) > MAX_LIST_ITEMS:
+        raise ValueError(f"has {len(items)} items; the limit is {MAX_LIST_ITEMS}")
+    for i, item in enumerate(items):
+        text = item if isinstance(item, str) else json.dumps(item, default=str)
+        if len(text) > MAX_VALUE_CHARS:
+            raise ValueError(f"item {i} is {len(text)} characters long; the limit is {MAX_VALUE_CHARS}")
+        if isinstance(item, str):
+            _printable(item, f"item {i} ")
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise ValueError(f"item {i} must be a finite number, got {item}")
+    return items
 
 
 def _as_list(raw: Any) -> list[Any]:
