@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import shutil
 import statistics
@@ -27,6 +28,8 @@ from engine.celery_app import QUICK_QUEUE
 from engine.keys import Keys
 
 MIB = 1024 * 1024
+CAP_GRACE = 3.0
+"""A client is killed this long after its cap (it stops polling at the cap by itself)."""
 BIG = 10_000
 """Sizes from here on run once whatever --repeats says (to keep the full run near 10 minutes)."""
 
@@ -73,19 +76,28 @@ def progress(t0: float, message: str) -> None:
     print(f"[{time.monotonic() - t0:6.0f}s] {message}", file=sys.stderr, flush=True)
 
 
-def client(spec: dict[str, Any], timeout: float) -> dict[str, Any] | None:
-    """Run one client process; None when it had to be killed or failed (stderr is shown)."""
-    try:
-        proc = subprocess.run([sys.executable, "-m", "bench.client", json.dumps(spec)], cwd=ROOT,
-                              capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return None
-    if proc.returncode != 0:
-        tail = proc.stderr.strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
-        print(proc.stderr[-3000:], file=sys.stderr)
-        return {"error": tail[0][:80]}
-    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return result
+def client(spec: dict[str, Any], timeout: float, peaks: PeakMemory) -> dict[str, Any]:
+    """Run one client process, killed after ``timeout`` s; its last JSON line, or what it said before the kill
+    (``killed`` set). ``peaks`` samples its memory meanwhile."""
+    proc = subprocess.Popen([sys.executable, "-m", "bench.client", json.dumps(spec)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peaks.pids = lambda: [proc.pid] if proc.poll() is None else []
+    killed = False
+    with peaks:
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            stdout, stderr = proc.communicate()
+            killed = True
+    lines = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    out: dict[str, Any] = {k: v for line in lines for k, v in line.items()}
+    if killed:
+        out["killed"] = True
+    elif proc.returncode != 0:
+        print(stderr[-3000:], file=sys.stderr)
+        out["error"] = (stderr.strip().splitlines()[-1:] or [f"exit {proc.returncode}"])[0][:80]
+    return out
 
 
 class Bench:
@@ -116,21 +128,27 @@ class Bench:
         clean(self.r)
         before = traffic_bytes(self.r)
         cap = float(spec["cap"])
-        with PeakMemory(worker) as peaks:
-            out = client({**spec, "url": self.redis.url}, timeout=cap + 60)
+        client_peak = PeakMemory(lambda: [])
+        with PeakMemory(worker.pids) as peaks:
+            out = client({**spec, "url": self.redis.url}, cap + CAP_GRACE, client_peak)
         redis_mib = (traffic_bytes(self.r) - before) / MIB
-        out = out or {}
+        run_id = out.get("run_id") or out.get("launched")
+        client_mib = max(client_peak.mib, out.get("maxrss_kib", 0) / 1024)
+        note = ""
+        if out.get("killed"):
+            note = "launch had not returned" if "launched" not in out else "killed at the cap"
         finished = out.get("status") == "succeeded"
         if spec["mode"] == "ceiling":
-            count = int(out.get("count", self.r.get(spec["counter"]) or 0))
-            sample = Sample(finished, out.get("wall_s", cap), steps, out.get("maxrss_kib", 0) / 1024, peaks.mib,
-                            redis_mib, count, max(0, count - steps), max(0, steps - count), out.get("error", ""))
+            raw: Any = self.r.get(spec["counter"])
+            count = int(out.get("count", raw or 0))
+            sample = Sample(finished, out.get("wall_s", cap), steps, client_mib, peaks.mib,
+                            redis_mib, count, max(0, count - steps), max(0, steps - count), out.get("error", ""), note)
         else:
-            ran, dups, missing = self.exactly_once(out.get("run_id"))
-            sample = Sample(finished, out.get("wall_s", cap), steps, out.get("maxrss_kib", 0) / 1024, peaks.mib,
-                            redis_mib, ran, dups, missing, out.get("error", ""))
+            ran, dups, missing = self.exactly_once(run_id)
+            sample = Sample(finished, out.get("wall_s", cap), steps, client_mib, peaks.mib,
+                            redis_mib, ran, dups, missing, out.get("error", ""), note)
         if not finished:
-            self.diagnose(worker, out.get("run_id"))
+            self.diagnose(worker, run_id)
             progress(self.t0, f"  {worker.name}: restarting after an unfinished run")
             worker.stop()
             clean(self.r)
@@ -216,8 +234,8 @@ class Bench:
         return worker
 
     def plan_time(self, book: Generated) -> float:
-        out = client({"mode": "plan", "path": str(book.path), "repeats": 3}, timeout=600)
-        if not out or "error" in out:
+        out = client({"mode": "plan", "path": str(book.path), "repeats": 3}, 600, PeakMemory(lambda: []))
+        if "error" in out or "killed" in out:
             raise RuntimeError(f"planning {book.path} failed: {out}")
         total = statistics.median(float(a) + float(b) for a, b in zip(out["load_s"], out["build_s"], strict=True))
         progress(self.t0, f"plan {book.shape} {book.steps:,}: {total:.2f} s (load {statistics.median(out['load_s']):.2f}"
@@ -254,18 +272,22 @@ def notes(o: Options) -> list[str]:
         "- ceiling: `noop.delay()` x N from one client; time from the first publish until the worker's INCR counter "
         "reaches N.",
         "- plan s: load_runbook + resolve_params + build_plan, median of 3, in a separate process. client MiB: peak "
-        "RSS of the launching client (launch + status polling). wall s: from calling Service.launch until the run "
+        "RSS of the launching client process (launch + status polling; sampled VmHWM and its own ru_maxrss). wall s: from calling Service.launch until the run "
         "is seen succeeded. worker MiB: summed VmHWM of the worker's main and pool processes during the run. "
         "Redis traffic: bytes in + out of redis-server during the run. exactly-once: every step has exactly one "
         "'running' claim event in the run's event stream.",
-        f"- time cap per run: {o.cap:g} s. Repeats: {o.repeats} below {BIG:,} steps"
-        + (f", 1 at {', '.join(f'{s:,}' for s in big)}" if big else "")
-        + " (medians shown when more than 1). Runs vary by about ±20-30 % on this machine.",
+        f"- time cap per run: {o.cap:g} s from calling Service.launch (the client is killed {CAP_GRACE:g} s later); "
+        "'launch had not returned' means Service.launch (planning, compile_canvas, publishing) was still running at "
+        f"the cap. Runs per contender: {o.repeats} below {BIG:,} steps"
+        + (f", 1 at {', '.join(f'{s:,}' for s in big)} steps" if big else "")
+        + " (medians shown when more than 1). Runs vary by ±20-30 % on this machine, more when other work shares it "
+        "(see the load average above).",
     ]
 
 
 def main(argv: list[str] | None = None) -> int:
     opts = parse(sys.argv[1:] if argv is None else argv)
+    load_before = os.getloadavg()[0]
     tmp = Path(tempfile.mkdtemp(prefix="hotswap-bench-"))
     bench = Bench(opts, tmp)
     try:
@@ -277,12 +299,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"kept {tmp}", file=sys.stderr)
         else:
             shutil.rmtree(tmp, ignore_errors=True)
+    load_after = os.getloadavg()[0]
     rows = order(bench.rows)
     table = report.table(rows, bench.ceiling)
     goals = report.targets(rows, bench.ceiling)
     print("\n".join(["", *table, "", "Targets:", *goals, "", *notes(opts)]))
     if opts.output is not None:
-        report.write_results(opts.output, opts.command, report.machine(redis_version), notes(opts), table, goals)
+        machine = [*report.machine(redis_version),
+                   f"- 1-minute load average before / after the run: {load_before:.1f} / {load_after:.1f}"]
+        report.write_results(opts.output, opts.command, machine, notes(opts), table, goals)
         print(f"\nwritten to {opts.output}")
     return 0
 

@@ -64,6 +64,8 @@ def launch(spec: dict[str, Any]) -> dict[str, Any]:
     run_id = service.launch(Path(spec["path"]), {}, Identity("bench", "cli"),
                             executor="hotswap" if executor == "hotswap" else "canvas")
     launched = time.monotonic() - t0
+    sys.stdout.write(json.dumps({"launched": run_id, "launch_s": launched}) + "\n")
+    sys.stdout.flush()
     deadline = t0 + float(spec["cap"])
     key = rt.store.keys.run(run_id)
     status = ""

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
@@ -182,16 +183,16 @@ def _reset_hwm(pid: int) -> None:
 
 
 class PeakMemory:
-    """Samples the summed VmHWM of a worker's processes while a measurement runs."""
+    """Samples the summed VmHWM of some processes (a worker's, a client's) while a measurement runs."""
 
-    def __init__(self, worker: Worker, interval: float = 0.25) -> None:
-        self.worker, self.interval = worker, interval
+    def __init__(self, pids: Callable[[], list[int]], interval: float = 0.25) -> None:
+        self.pids, self.interval = pids, interval
         self.peaks: dict[int, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="peak-memory", daemon=True)
 
     def __enter__(self) -> PeakMemory:
-        for pid in self.worker.pids():
+        for pid in self.pids():
             _reset_hwm(pid)
         self._thread.start()
         return self
@@ -206,7 +207,7 @@ class PeakMemory:
             self._sample()
 
     def _sample(self) -> None:
-        for pid in self.worker.pids():
+        for pid in self.pids():
             kib = _hwm_kib(pid)
             if kib is not None:
                 self.peaks[pid] = max(kib, self.peaks.get(pid, 0))

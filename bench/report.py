@@ -35,6 +35,7 @@ class Sample:
     duplicates: int
     missing: int
     error: str = ""
+    note: str = ""
 
 
 @dataclass
@@ -67,7 +68,8 @@ class Row:
                 return "yes"
             return f"NO: {dups} duplicated, {missing} not run"
         last = self.samples[-1]
-        return f"ran {last.ran:,}/{self.steps:,}, {dups} duplicated"
+        note = f" ({last.note})" if last.note else ""
+        return f"ran {last.ran:,}/{self.steps:,}, {dups} duplicated{note}"
 
 
 def _num(value: float | None, digits: int = 1) -> str:
