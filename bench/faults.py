@@ -1,7 +1,8 @@
 """Fault-injection run: a batch of runbook runs under real faults, then an audit of what the store kept.
 
 ``.venv/bin/python -m bench.faults [--runs 20] [--faults N] [--seed S]`` starts its own redis-server (AOF,
-``appendfsync always``) and two ``hotswap worker`` processes (concurrency 2, 2 s leases), launches runs of
+``appendfsync always``) and two ``hotswap worker`` processes (concurrency 2, 2 s leases, 10 s redelivery of
+released steps nobody claimed), launches runs of
 a few runbook shapes, and while they run injects, in a seeded random order and at random moments:
 
 - ``worker_sigkill``: SIGKILL a whole worker (main process and pool children) while it executes a step;
@@ -38,23 +39,25 @@ from typing import Any, TypeVar
 
 import redis
 
-os.environ.setdefault("HOTSWAP_ACTION_MODULES", "tests.support.fault_actions")  # read by default_registry()
+WORKER_ENV = {"HOTSWAP_LEASE_SECONDS": "2", "HOTSWAP_REDELIVER_SECONDS": "10",
+              "HOTSWAP_ACTION_MODULES": "tests.support.fault_actions"}
+"""Short leases and redelivery so a batch recovers in seconds; this process (it launches runs) uses them too."""
+for _name, _value in WORKER_ENV.items():
+    os.environ.setdefault(_name, _value)
 
-from actions import default_registry
-from engine import templating
-from engine.celery_app import QUICK_QUEUE, Runtime, make_app, runtime
-from engine.service import Identity, Service
-from engine.store import Store
-from tests.support.redis_server import RedisServer
-from tests.support.workers import ROOT, Worker
+from actions import default_registry  # noqa: E402 - after the environment is set: engine.keys reads it on import
+from engine import templating  # noqa: E402 - after the environment is set: engine.keys reads it on import
+from engine.celery_app import QUICK_QUEUE, Runtime, make_app, runtime  # noqa: E402 - after the environment is set: engine.keys reads it on import
+from engine.service import Identity, Service  # noqa: E402 - after the environment is set: engine.keys reads it on import
+from engine.store import Store  # noqa: E402 - after the environment is set: engine.keys reads it on import
+from tests.support.redis_server import RedisServer  # noqa: E402 - after the environment is set: engine.keys reads it on import
+from tests.support.workers import ROOT, Worker  # noqa: E402 - after the environment is set: engine.keys reads it on import
 
 FAULTS = ("worker_sigkill", "child_sigkill", "redis_restart", "workers_restart", "cli_kill", "duplicate_delivery")
 TERMINAL_RUN = {"succeeded", "failed", "cancelled"}
 TERMINAL_STEP = {"succeeded", "failed", "skipped", "cancelled"}
 IDEMPOTENT = {"core.echo", "core.wait_until", "core.fail"}
 """Actions that may run twice harmlessly; test.phases is not, and must rely on its saved progress."""
-WORKER_ENV = {"HOTSWAP_LEASE_SECONDS": "2", "HOTSWAP_ACTION_MODULES": "tests.support.fault_actions"}
-LEASE = float(WORKER_ENV["HOTSWAP_LEASE_SECONDS"])
 
 T = TypeVar("T")
 
