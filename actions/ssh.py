@@ -344,6 +344,9 @@ class SSHToolkit:
     ) -> CommandResult:
         """Run ``argv`` on ``host``; ``mutating=False`` marks a read-only command that runs in dry-run too."""
         argv = _checked_argv(argv)
+        with_nul = next((a for a in argv if "\x00" in a), None)
+        if with_nul is not None:
+            raise ActionError(self._redact(f"command arguments must not contain NUL bytes, got {with_nul!r}"))
         ep = self.endpoint(host)
         use_sudo = self.settings.sudo if sudo is None else sudo
         shown = self._redact(self.command_line(argv, sudo=use_sudo))

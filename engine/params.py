@@ -17,7 +17,7 @@ from engine.secrets import check_reference
 
 MAX_VALUE_CHARS = 4096
 MAX_LIST_ITEMS = 1000
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
 
@@ -99,8 +99,8 @@ def coerce(spec: ParamDef, raw: Any) -> Any:
 
 
 def _printable(text: str, what: str = "") -> str:
-    """``text`` if it has no NUL or other control character but tab and newline (no remote program can get a NUL
-    in an argument, and the others are almost always a paste accident or an attempt to forge output)."""
+    """``text`` if it has no NUL or other control character but tab, newline and carriage return: no remote
+    program can receive a NUL in an argument, and the others are a paste accident or an attempt to forge output."""
     found = _CONTROL.search(text)
     if found is None:
         return text

@@ -142,9 +142,6 @@ def test_the_argument_count_on_the_host_is_exact(sshd: Sshd, pool: ConnectionPoo
     assert not marker.exists()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a NUL in an argument surfaces as ConnectionFailed ('could not start ...: ', "
-                                       "empty reason, NUL embedded in the message), which is retried as a transient "
-                                       "network failure")
 def test_a_nul_byte_is_refused_before_anything_is_sent(sshd: Sshd) -> None:
     own_pool = ConnectionPool()
     try:
