@@ -263,6 +263,10 @@ class Executor:
         except HotswapError as e:
             log.error(str(e))
             return self._finish(run_id, step, claim, Status.FAILED, memory, error=str(e))
+        except (MemoryError, RecursionError) as e:
+            error = f"rendering the step's arguments failed: {type(e).__name__}"
+            log.error(error)
+            return self._finish(run_id, step, claim, Status.FAILED, memory, error=error)
         with _heartbeat(self.store, run_id, step.id, claim.token, memory) as beat:
             deadline = memory["first_started"] + step.timeout if step.timeout else None
             ctx.cancelled = lambda: beat.cancelled() or (deadline is not None and time.time() >= deadline)
