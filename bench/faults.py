@@ -603,9 +603,9 @@ def parse(argv: list[str] | None) -> Options:
     p = argparse.ArgumentParser(prog="python -m bench.faults", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=int, default=20, help="runs to launch (default %(default)s)")
-    p.add_argument("--faults", type=int, help="faults to inject (default: 3/4 of --runs, at least one of each kind)")
+    p.add_argument("--faults", type=int, help="faults to inject (default: one per run, at least one of each kind)")
     p.add_argument("--seed", type=int, help="seed of every random choice (default: from the clock; printed)")
-    p.add_argument("--launch-window", type=float, help="seconds over which runs are launched (default 2 s per run)")
+    p.add_argument("--launch-window", type=float, help="seconds over which runs are launched (default 3 s per run)")
     p.add_argument("--settle", type=float, default=120, help="seconds to wait for every run to end (default %(default)s)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--kinds", default=",".join(FAULTS), help="fault kinds to draw from, comma-separated (default: all)")
@@ -616,8 +616,8 @@ def parse(argv: list[str] | None) -> Options:
     if not kinds or set(kinds) - set(FAULTS):
         p.error(f"--kinds: choose from {', '.join(FAULTS)}")
     seed = a.seed if a.seed is not None else int(time.time() * 1000) % 1_000_000
-    faults = a.faults if a.faults is not None else max(len(kinds), a.runs * 3 // 4)
-    window = a.launch_window if a.launch_window is not None else max(6.0, 2.0 * a.runs)
+    faults = a.faults if a.faults is not None else max(len(kinds), a.runs)
+    window = a.launch_window if a.launch_window is not None else max(6.0, 3.0 * a.runs)
     return Options(a.runs, faults, seed, window, a.settle, a.workers, kinds, a.keep, a.json_out)
 
 
