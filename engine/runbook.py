@@ -557,6 +557,9 @@ class _Parser:
         for name in templating.top_level_names(text) - TEMPLATE_ROOTS - local:
             self.error(path, f"template uses unknown name '{name}'; available: "
                        f"{', '.join(sorted(TEMPLATE_ROOTS | local))}", sid)
+        private = templating.unsafe_access(text, TEMPLATE_ROOTS | local)
+        if private:
+            self.error(path, private, sid)
         for pname in templating.references(text, "params"):
             if pname not in self.params:
                 self.error(path, f"template refers to parameter '{pname}', which the runbook does not declare"

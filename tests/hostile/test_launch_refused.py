@@ -60,7 +60,9 @@ CASES = {
     "template escape": ("name: x\nsteps:\n  - id: a\n    action: core.echo\n"
                         "    with: {message: \"{{ cycler.__init__.__globals__.os.system('touch {marker}') }}\"}\n", {},
                         ["{rb}:5:12: step 'a': template uses unknown name 'cycler'; "
-                         "available: inventory, now, params, poll, run, steps"]),
+                         "available: inventory, now, params, poll, run, steps",
+                         "{rb}:5:12: step 'a': template uses '__globals__', '__init__', which the sandbox forbids: "
+                         "names starting with '_' are private"]),
     "10,000 nested lists": ("name: x\nsteps: " + "[" * 10_000 + "]" * 10_000 + "\n", {},
                             ["{rb}:2:107: YAML syntax error: collections nested more than 100 levels deep"]),
     "a recursive anchor": ("name: x\nsteps: &s [*s]\n", {},
