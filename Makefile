@@ -3,7 +3,7 @@
 
 demo:
 	./scripts/bootstrap --with-system
-	.venv/bin/hotswap run runbooks/demo.yaml --follow
+	.venv/bin/python -m lab demo
 
 test:
 	./scripts/bootstrap --with-system
@@ -25,4 +25,5 @@ lab-up:
 	.venv/bin/python -m lab up
 
 lab-down:
+	HOTSWAP_HOME=$${HOTSWAP_LAB_DIR:-/tmp/hotswap-lab}/demo-home .venv/bin/hotswap down
 	.venv/bin/python -m lab down

@@ -6,9 +6,7 @@ import argparse
 import getpass
 import json
 import os
-import signal
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -140,7 +138,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     else:
         print("\n".join(describe(plan)))
         if plan.locks:
-            print(f"  locks: {', '.join(plan.locks)}")
+            print("  locks: " + ", ".join(f"{lk['name']} (at most {lk['limit']})" if lk["limit"] > 1 else lk["name"]
+                                          for lk in plan.locks))
     return 0
 
 
@@ -359,29 +358,22 @@ def cmd_worker(args: argparse.Namespace) -> int:
     app = make_app(url)
     if args.pidfile:
         Path(args.pidfile).write_text(str(os.getpid()))
-    if args.idle_exit:
-        _exit_when_idle(app, args.idle_exit)
+    if not args.no_supervise:
+        from engine.celery_app import runtime
+        from engine.supervisor import supervise
+
+        argv = [sys.executable, "-m", "engine.cli", "worker", "--no-supervise", "--concurrency", str(args.concurrency),
+                "--queues", args.queues, "--loglevel", args.loglevel,
+                *(["-n", args.hostname] if args.hostname else [])]
+        store = runtime(app).store
+
+        def idle() -> bool:
+            return not any(r["status"] in ("running", "pending", "waiting") for r in store.list_runs(200))
+
+        return supervise(argv, idle=idle, idle_exit=args.idle_exit)
     extra = ["-n", args.hostname] if args.hostname else []
     run_worker(app, concurrency=args.concurrency, queues=args.queues, loglevel=args.loglevel, extra=extra)
     return 0
-
-
-def _exit_when_idle(app: Any, idle: float) -> None:
-    """Embedded mode: stop the worker after ``idle`` seconds without an active run."""
-    from engine.celery_app import runtime
-
-    def watch() -> None:
-        quiet_since = time.monotonic()
-        while True:
-            time.sleep(5)
-            active = [r for r in runtime(app).store.list_runs(200) if r["status"] in ("running", "pending", "waiting")]
-            if active:
-                quiet_since = time.monotonic()
-            elif time.monotonic() - quiet_since > idle:
-                os.kill(os.getpid(), signal.SIGTERM)
-                return
-
-    threading.Thread(target=watch, name="idle-exit", daemon=True).start()
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -469,6 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--idle-exit", type=float, default=0, help="exit after this many idle seconds (embedded mode)")
     sp.add_argument("--pidfile")
     sp.add_argument("-n", "--hostname", help="Celery node name, e.g. w1@%%h")
+    sp.add_argument("--no-supervise", action="store_true",
+                    help="run the Celery worker in this process (default: a supervisor restarts it if it exits)")
     sp.set_defaults(func=cmd_worker)
 
     sp = sub.add_parser("down", help="stop the embedded Redis and worker")

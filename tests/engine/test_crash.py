@@ -244,3 +244,24 @@ cleanup:
         worker.stop()
     assert harness.step(run, "poll")["status"] == "cancelled"
     assert harness.step(run, "tidy")["status"] == "succeeded"
+
+
+def test_the_supervisor_restarts_a_worker_that_exits_on_its_own(harness: Harness, own_redis: RedisServer,
+                                                                tmp_path: Path) -> None:
+    worker = start_worker(own_redis.url, tmp_path, "w1")
+    try:
+        [celery_main] = worker.children()
+        os.kill(celery_main, signal.SIGKILL)  # kombu has been seen to exit a worker (status 0) on a Redis restart
+        wait_for(lambda: worker.children() and worker.children() != [celery_main], timeout=30,
+                 what="the supervisor to start a new worker")
+        run = harness.launch("""
+name: after-restart
+steps:
+  - id: a
+    action: core.echo
+    with: {message: still served}
+""")
+        assert harness.wait(run, timeout=60)["status"] == "succeeded"
+    finally:
+        worker.stop()
+    assert worker.proc is None
