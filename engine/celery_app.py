@@ -20,7 +20,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from redis.exceptions import RedisError
 
 from engine import config as hconfig
-from engine.keys import BROKER_VISIBILITY_TIMEOUT, LOCK_RENEW_EVERY_TICKS, TICK_SECONDS
+from engine.keys import BROKER_VISIBILITY_TIMEOUT, INLINE_STEPS, LOCK_RENEW_EVERY_TICKS, TICK_SECONDS
 from engine.states import Status
 
 log = logging.getLogger("hotswap.worker")
@@ -93,7 +93,8 @@ class Runtime:
         registry = default_registry()
         worker = f"{socket.gethostname()}:{os.getpid()}"
         factory = toolkit_factory()
-        self.executor = Executor(self.store, registry, self.publish, worker, factory, (SoftTimeLimitExceeded,))
+        self.executor = Executor(self.store, registry, self.publish, worker, factory, (SoftTimeLimitExceeded,),
+                                 inline=INLINE_STEPS)
         self.canvas_executor = Executor(self.store, registry, lambda run_id, ids: None, worker, factory,
                                         (SoftTimeLimitExceeded,))
 

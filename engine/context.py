@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +26,15 @@ def load_inventory() -> Any:
     return load(cfg.inventory)
 
 
+@functools.lru_cache(maxsize=1)
+def _http_session(pid: int) -> Any:
+    """One requests session per process (keyed by pid so a forked child makes its own)."""
+    import requests
+
+    return requests.Session()
+
+
+@functools.lru_cache(maxsize=32)
 def _has(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
@@ -37,7 +47,7 @@ def toolkit_factory() -> ToolkitFactory:
         if _has("actions.http"):
             from actions.http import HttpToolkit
 
-            http = HttpToolkit(log=log, dry_run=dry_run, would=would, secrets=secrets)
+            http = HttpToolkit(log=log, dry_run=dry_run, would=would, secrets=secrets, session=_http_session(os.getpid()))
         if inventory is not None and _has("actions.ssh"):
             from actions.ssh import SSHSettings, SSHToolkit
 

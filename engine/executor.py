@@ -3,6 +3,7 @@ outcome and hand the successors it released to ``enqueue``. Knows nothing of Cel
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
@@ -154,42 +155,65 @@ def retry_delay(retry: Mapping[str, Any], attempt: int, rng: random.Random | Non
     return float(delay)
 
 
-class _Heartbeat:
-    """Renews the step's lease while its action runs; notices a lost lease or a cancelled run."""
-
-    def __init__(self, store: Store, run_id: str, step_id: str, token: str, memory: dict[str, Any]) -> None:
-        self.store, self.run_id, self.step_id, self.token, self.memory = store, run_id, step_id, token, memory
-        self.stop = threading.Event()
-        self.lost = threading.Event()
-        self.thread = threading.Thread(target=self._loop, name=f"heartbeat-{step_id}", daemon=True)
-
-    def _loop(self) -> None:
-        last_beat = time.monotonic()
-        while not self.stop.wait(CANCEL_CHECK_SECONDS):
-            try:
-                alive = True
-                if time.monotonic() - last_beat >= HEARTBEAT_SECONDS:
-                    alive = self.store.heartbeat(self.run_id, self.step_id, self.token, dict(self.memory))
-                    last_beat = time.monotonic()
-                status = self.store.r.hget(self.store.keys.run(self.run_id), "status")
-            except (OSError, RedisError):
-                continue  # Redis briefly away: the lease has slack; try again next beat
-            if not alive or (status is not None and status.decode() == Status.CANCELLED):
-                self.lost.set()
+@dataclass
+class _Beat:
+    run_id: str
+    step_id: str
+    token: str
+    memory: dict[str, Any]
+    last: float = field(default_factory=time.monotonic)
+    lost: threading.Event = field(default_factory=threading.Event)
 
     def cancelled(self) -> bool:
         return self.lost.is_set()
 
 
-@contextmanager
-def _heartbeat(store: Store, run_id: str, step_id: str, token: str, memory: dict[str, Any]) -> Iterator[_Heartbeat]:
-    beat = _Heartbeat(store, run_id, step_id, token, memory)
-    beat.thread.start()
-    try:
-        yield beat
-    finally:
-        beat.stop.set()
-        beat.thread.join(timeout=5)
+class Heartbeats:
+    """One thread per process renews the leases of the steps running in it and notices a lost lease or a
+    cancelled run (within CANCEL_CHECK_SECONDS). Started on first use, so it lives in the process that runs
+    steps (a prefork child), never in a parent that forks."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._beats: dict[int, _Beat] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    @contextmanager
+    def beating(self, run_id: str, step_id: str, token: str, memory: dict[str, Any]) -> Iterator[_Beat]:
+        beat = _Beat(run_id, step_id, token, memory)
+        with self._lock:
+            self._beats[id(beat)] = beat
+            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+                self._pid = os.getpid()
+                self._thread = threading.Thread(target=self._loop, name="hotswap-heartbeats", daemon=True)
+                self._thread.start()
+        try:
+            yield beat
+        finally:
+            with self._lock:
+                self._beats.pop(id(beat), None)
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(CANCEL_CHECK_SECONDS)
+            with self._lock:
+                beats = list(self._beats.values())
+            for beat in beats:
+                try:
+                    self._check(beat)
+                except (OSError, RedisError):
+                    continue  # Redis briefly away: the lease has slack; try again next round
+
+    def _check(self, beat: _Beat) -> None:
+        alive = True
+        if time.monotonic() - beat.last >= HEARTBEAT_SECONDS:
+            alive = self.store.heartbeat(beat.run_id, beat.step_id, beat.token, dict(beat.memory))
+            beat.last = time.monotonic()
+        status = self.store.r.hget(self.store.keys.run(beat.run_id), "status")
+        if not alive or (status is not None and status.decode() == Status.CANCELLED):
+            beat.lost.set()
 
 
 @dataclass
@@ -202,9 +226,29 @@ class Executor:
     interrupts: tuple[type[BaseException], ...] = ()
     """Exceptions the task runtime raises into a step that ran past its time limit."""
     rng: random.Random = field(default_factory=random.Random)
+    inline: int = 0
+    """How many released steps one task may go on to run itself instead of publishing them (a chain link
+    or a join then costs no broker round trip). Safe: every released step also has a redelivery timer."""
+
+    def __post_init__(self) -> None:
+        self.heartbeats = Heartbeats(self.store)
+        self._next: tuple[str, str] | None = None
 
     def run_step(self, run_id: str, step_id: str) -> str:
-        """Execute one step if it is this worker's to execute; return what happened (for logs and tests)."""
+        """Execute one step if it is this worker's to execute, then up to ``inline`` steps it released;
+        return what happened to the first (for logs and tests)."""
+        outcome = self._run_one(run_id, step_id)
+        for _ in range(self.inline):
+            if self._next is None:
+                break
+            (next_run, next_step), self._next = self._next, None
+            self._run_one(next_run, next_step)
+        if self._next is not None:
+            (next_run, next_step), self._next = self._next, None
+            self.enqueue(next_run, [next_step])
+        return outcome
+
+    def _run_one(self, run_id: str, step_id: str) -> str:
         if step_id == START_STEP:
             return self.try_start(run_id)
         claim = self.store.claim(run_id, step_id, self.worker)
@@ -218,7 +262,7 @@ class Executor:
             return claim.outcome
         plan = self.store.plan(run_id)
         step = plan.steps.get(step_id) or plan.cleanup[step_id]
-        record = self.store.run(run_id)
+        record = self.store.run_meta(run_id)
         memory = dict(claim.memory or {})
         try:
             params, secrets = resolve_secrets(plan.params, plan.secret_params)
@@ -267,7 +311,7 @@ class Executor:
             error = f"rendering the step's arguments failed: {type(e).__name__}"
             log.error(error)
             return self._finish(run_id, step, claim, Status.FAILED, memory, error=error)
-        with _heartbeat(self.store, run_id, step.id, claim.token, memory) as beat:
+        with self.heartbeats.beating(run_id, step.id, claim.token, memory) as beat:
             deadline = memory["first_started"] + step.timeout if step.timeout else None
             ctx.cancelled = lambda: beat.cancelled() or (deadline is not None and time.time() >= deadline)
             ctx.save = lambda: self._save_memory(run_id, step.id, claim.token, memory)
@@ -410,6 +454,8 @@ class Executor:
                 publish.append(sid)
         if "start_cleanup" in done.flags:
             self._start_cleanup(run_id)
+        if publish and self.inline and self._next is None:
+            self._next = (run_id, publish.pop())
         if publish:
             self.enqueue(run_id, publish)
 

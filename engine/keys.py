@@ -17,6 +17,8 @@ TIMER_REARM_SECONDS = 60.0
 REDELIVER_SECONDS = float(os.environ.get("HOTSWAP_REDELIVER_SECONDS", "120"))
 """A released step not claimed within this long is published again (its message was lost with a worker
 or with Redis). Longer than any normal queue backlog, so it rarely duplicates a message still in flight."""
+INLINE_STEPS = int(os.environ.get("HOTSWAP_INLINE_STEPS", "16"))
+"""How many released steps one worker task runs on its own before publishing the rest (see Executor.inline)."""
 TICK_SECONDS = 0.25
 """How often each worker looks for due timers and expired leases. Step-to-step release does not wait for it."""
 BROKER_VISIBILITY_TIMEOUT = 3600 * 6

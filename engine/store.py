@@ -30,6 +30,7 @@ from engine.keys import (
 from engine.plan import Plan
 from engine.states import DONE_OK, Status
 
+RUN_META = ("id", "runbook", "file", "launched_by", "source", "created", "started", "dry_run", "params")
 HOLDING = ("pending", "running", "waiting", "failed")
 """Run statuses that keep a run's locks: a failed run may have left a host drained; cancel it to release."""
 
@@ -81,6 +82,7 @@ class Store:
         self._acquire = client.register_script(scripts.ACQUIRE)
         self._renew = client.register_script(scripts.RENEW)
         self._plans: dict[str, Plan] = {}
+        self._meta: dict[str, dict[str, Any]] = {}
 
     # ---- runs ------------------------------------------------------------------------------
     def create_run(self, run_id: str, plan: Plan, meta: Mapping[str, Any]) -> None:
@@ -207,6 +209,19 @@ class Store:
         if not raw:
             raise RunNotFound(run_id)
         return _parse_record(raw)
+
+    def run_meta(self, run_id: str) -> dict[str, Any]:
+        """The parts of a run record that never change once it started (id, runbook, who, dry_run...),
+        cached like the plan: a step needs them but should not pay a round trip for them."""
+        meta = self._meta.get(run_id)
+        if meta is None:
+            record = self.run(run_id)
+            meta = {k: record.get(k) for k in RUN_META}
+            if record.get("started"):
+                if len(self._meta) > 256:
+                    self._meta.clear()
+                self._meta[run_id] = meta
+        return meta
 
     def exists(self, run_id: str) -> bool:
         return bool(self.r.exists(self.keys.run(run_id)))

@@ -20,11 +20,11 @@ import math
 import re
 import string
 from collections.abc import Callable, Collection, Iterator, Mapping
-from typing import Any
+from typing import Any, cast
 
 import jinja2
 from jinja2 import nodes
-from jinja2.compiler import CodeGenerator, Frame
+from jinja2.compiler import CodeGenerator, Frame, operators
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment, safe_range
 from jinja2.utils import _PassArg
@@ -344,16 +344,32 @@ def _guard_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
     return guarded
 
 
+def _guard_test(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``func`` (``x is in(y)``, ``x is eq(y)``...) charging what it compares to the budget."""
+    @functools.wraps(func)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        _charge(iterations=sum(_input_cost(a) for a in args))
+        return func(*args, **kwargs)
+
+    return guarded
+
+
 # ---- the environment -----------------------------------------------------------------------------------------
 
 class _CodeGenerator(CodeGenerator):
-    """Counts every for-loop iteration and bounds ``~`` concatenation before it is built."""
+    """Counts every for-loop iteration and the items compared (``in``, ``==``...), and bounds ``~``
+    concatenation before it is built."""
 
     def visit_For(self, node: nodes.For, frame: Frame) -> None:
         if not isinstance(node.iter, nodes.Call) or not _is_counter(node.iter.node):
             node.iter = nodes.Call(nodes.EnvironmentAttribute("counted"), [node.iter], [], None, None,
                                    lineno=node.iter.lineno)
         super().visit_For(node, frame)
+
+    def visit_Operand(self, node: nodes.Operand, frame: Frame) -> None:
+        self.write(f" {operators[node.op]} environment.compared(")
+        self.visit(node.expr, frame)
+        self.write(")")
 
     def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
         self.write("environment.joined((")
@@ -377,6 +393,11 @@ class _Environment(ImmutableSandboxedEnvironment):
     @staticmethod
     def counted(iterable: Any) -> Iterator[Any]:
         return _counted(iterable)
+
+    @staticmethod
+    def compared(value: Any) -> Any:
+        _charge(iterations=_input_cost(value))
+        return value
 
     @staticmethod
     def joined(parts: tuple[Any, ...]) -> str:
@@ -426,6 +447,7 @@ def _environment() -> _Environment:
         env.globals.pop(name, None)
     env.globals["range"] = _range
     env.filters = {name: _guard_filter(name, func) for name, func in env.filters.items()}
+    env.tests = {name: _guard_test(cast(Callable[..., Any], func)) for name, func in env.tests.items()}
     return env
 
 
