@@ -36,7 +36,7 @@ _MAX_OUTPUT = 1_000_000
 """Characters of rendered text, or characters and items of a returned value (and of any one value built)."""
 MAX_ITERATIONS = 1_000_000
 """Loop iterations, range items and items handed to filters and methods, per render."""
-MAX_BUILT = 100_000_000
+MAX_BUILT = 20_000_000
 """Characters and items built by bounded operations, per render."""
 _MAX_INT_DIGITS = 4300
 """Python refuses to turn longer integers into text anyway (sys.get_int_max_str_digits)."""

@@ -226,3 +226,74 @@ def test_nested_loops_have_an_iteration_budget() -> None:
 
 def test_a_recursive_macro_fails_cleanly() -> None:
     assert render_error("{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}") == "template recursed too deeply"
+
+
+# ---- other ways to build big values or burn time: refused before the work is done ------------------------------
+
+AMPLIFIERS = {
+    "str method padding": ("{{ 'x'.center(10**9) }}", "template output is 1000000000 characters; the limit is 1000000"),
+    "center filter": ("{{ 'x'|center(10**9) }}", "template output is 1000000000 characters; the limit is 1000000"),
+    "indent filter": ("{{ 'x'|indent(10**9, true) }}", "template output is 1000000001 characters; the limit is 1000000"),
+    "printf width": ("{{ '%0999999999d' % 1 }}", "template output is 999999999 characters; the limit is 1000000"),
+    "printf star width": ("{{ '%*d' % (10**9, 1) }}", "template output is 1000000000 characters; the limit is 1000000"),
+    "format width": ("{{ '{:>999999999}'.format(1) }}", "template output is 999999999 characters; the limit is 1000000"),
+    "nested format width": ("{{ '{:{w}}'.format(1, w=10**9) }}",
+                            "template failed: nested format specifications are not allowed"),
+    "replace": ("{{ ('a' * 1000000).replace('a', 'bb') }}", "template output is 2000000 characters; the limit is 1000000"),
+    "batch fill": ("{{ [1]|batch(10**9, 0)|list }}", "template output is a list of 1000000000 items; the limit is 1000000"),
+    "slice count": ("{{ [1]|slice(10**9)|list }}", "template output is a list of 1000000000 items; the limit is 1000000"),
+    "join with a big separator": ("{{ range(100000)|map('string')|join('x' * 100000) }}",
+                                  "template output is 10000388890 characters; the limit is 1000000"),
+    "shared sublists as text": ("{{ ([[0] * 999999] * 1000)|string }}",
+                                "template value holds more than 1000000 characters and items; the limit is 1000000"),
+    "shared sublists as JSON": ("{{ ([[0] * 999999] * 1000)|tojson }}",
+                                "template value holds more than 1000000 characters and items; the limit is 1000000"),
+    "shared sublists summed": ("{{ ([[0] * 999999] * 999)|sum(start=[]) }}",
+                               "template value holds more than 1000000 characters and items; the limit is 1000000"),
+    "a big product": ("{{ 10**4000 * 10**4000 }}",
+                      "template failed: a product of 4001-digit and 4001-digit numbers is too large to compute"),
+    "fresh big strings in a loop": ("{% for i in range(100000) %}{{ 'y' * 999999 }}{% endfor %}",
+                                    "template builds more than 20000000 characters and items; the limit is 20000000"),
+    "a macro building in a loop": ("{% macro m() %}{% for i in range(100000) %}{{ 'x' * 999 }}{% endfor %}{% endmacro %}"
+                                   "{{ m() }}",
+                                   "template builds more than 20000000 characters and items; the limit is 20000000"),
+    "one big string output many times": ("{% set a = 'x' * 999999 %}{% for i in range(100000) %}{{ a }}{% endfor %}",
+                                         "template output is 99999900000 characters; the limit is 1000000"),
+    "membership tests in a loop": ("{% set l = range(100000)|list %}{% for i in range(100000) %}{% if -1 in l %}{% endif %}"
+                                   "{% endfor %}", "template iterates more than 1000000 times; the limit is 1000000"),
+    "filters in a loop": ("{% set a = 'x' * 999999 %}{% for i in range(100000) %}{{ a|length }}{% endfor %}",
+                          "template iterates more than 1000000 times; the limit is 1000000"),
+}
+
+
+@pytest.mark.parametrize("case", AMPLIFIERS)
+def test_other_amplifiers_are_refused_before_they_build(case: str) -> None:
+    text, message = AMPLIFIERS[case]
+    result = render_isolated(text)
+    assert (result["outcome"], result["message"]) == ("TemplateError", message)
+    assert result["peak_mb"] < 50
+
+
+PLAIN = {
+    "a range becomes a list": ("{{ range(3) }}", [0, 1, 2]),
+    "a tuple becomes a list": ("{{ (1, 'a') }}", [1, "a"]),
+    "nested data": ("{{ {'a': [1, 2.5, none, true]} }}", {"a": [1, 2.5, None, True]}),
+    "printf": ("{{ '%s-%03d' % ('n', 7) }}", "n-007"),
+    "concatenation": ("{{ 'a' ~ 1 ~ [1, 2] }}", "a1[1, 2]"),
+    "membership and comparison": ("{{ 3 in [1, 2, 3] and 'a' not in 'bcd' and 1 < 2 <= 3 and 1 is in([1]) }}", True),
+    "a filtered loop": ("{% for x in range(10) if x > 6 %}{{ x }}{% endfor %}", "789"),
+    "a slice": ("{{ range(10)[2:5]|list }}", [2, 3, 4]),
+    "a negative power": ("{{ 2 ** -2 }}", 0.25),
+}
+
+
+@pytest.mark.parametrize("case", PLAIN)
+def test_ordinary_templates_still_work(case: str) -> None:
+    text, expected = PLAIN[case]
+    assert templating.render(text, {}) == expected
+
+
+@pytest.mark.parametrize("text", ["{{ params._x }}", "{% for s in params.l %}{{ s._y }}{% endfor %}"])
+def test_underscore_keys_of_data_are_not_private_attributes(text: str) -> None:
+    assert templating.unsafe_access(text, {"params", "s"}) is None
+    assert templating.unsafe_access(text.replace("._", ".__"), {"params", "s"}) is not None
