@@ -549,3 +549,21 @@ def test_a_lock_template_failing_at_plan_time_is_a_located_validation_error() ->
 def test_an_oversized_with_value_is_bounded_by_the_document_limit() -> None:
     text = "name: x\nsteps:\n  - id: a\n    action: core.echo\n    with: {message: '" + "x" * 1_000_000 + "'}\n"
     assert issues(text) == ["rb.yaml: document is 1000071 characters; the limit is 1000000"]
+
+
+# ---- more of the same, found while fixing the above -------------------------------------------------------------
+
+def test_nesting_built_up_through_aliases_is_refused() -> None:
+    lines = ["a0: &a0 " + "[" * 90 + "]" * 90]
+    lines += [f"a{i}: &a{i} " + "[" * 90 + f"*a{i - 1}" + "]" * 90 for i in range(1, 5)]
+    found = issues("\n".join(lines) + "\nname: x\nsteps: []\n")
+    assert len(found) == 1 and found[0].endswith(": collections nested more than 100 levels deep (through aliases)")
+
+
+def test_a_for_each_syntax_error_is_reported_once() -> None:
+    assert issues(_for_each("'{{ 1 +'")) == ["rb.yaml:5:5: step 'f': template syntax error: unexpected 'end of template'"]
+
+
+def test_a_lock_limit_failing_at_plan_time_is_located() -> None:
+    text = "name: x\nlocks:\n  - {name: a, limit: '{{ 1 / 0 }}'}\nsteps:\n  - id: a\n" + ECHO
+    assert plan_issues(text) == ["rb.yaml:3:15: lock 'a': template failed: ZeroDivisionError: division by zero"]
