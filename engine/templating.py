@@ -529,11 +529,15 @@ def render(value: Any, context: Mapping[str, Any]) -> Any:
     return value
 
 
+@functools.lru_cache(maxsize=4096)
 def _parse(text: str) -> nodes.Template:
+    """The parsed tree (cached: a generated runbook repeats the same template thousands of times; the
+    analyses below only read it)."""
     expr = _single_expression(text)
     return ENV.parse("{{" + expr + "}}" if expr is not None else text)
 
 
+@functools.lru_cache(maxsize=4096)
 def syntax_error(text: str) -> str | None:
     """Why ``text`` is not a valid template, or None."""
     if not is_template(text):
@@ -559,10 +563,11 @@ def strings_in(value: Any, path: tuple[str | int, ...] = ()) -> Iterator[tuple[t
             yield from strings_in(v, (*path, i))
 
 
-def references(text: str, root: str) -> set[str]:
+@functools.lru_cache(maxsize=4096)
+def references(text: str, root: str) -> frozenset[str]:
     """Names used as ``root.NAME`` or ``root['NAME']`` in a (syntactically valid) template."""
     if not is_template(text) or syntax_error(text):
-        return set()
+        return frozenset()
     tree = _parse(text)
     found: set[str] = set()
     for node in tree.find_all(nodes.Getattr):
@@ -574,19 +579,20 @@ def references(text: str, root: str) -> set[str]:
         if (isinstance(item.node, nodes.Name) and item.node.name == root and isinstance(item.arg, nodes.Const)
                 and isinstance(item.arg.value, str)):
             found.add(item.arg.value)
-    return found
+    return frozenset(found)
 
 
-def top_level_names(text: str) -> set[str]:
+@functools.lru_cache(maxsize=4096)
+def top_level_names(text: str) -> frozenset[str]:
     """Undeclared top-level variables a template uses."""
     from jinja2 import meta
 
     if not is_template(text) or syntax_error(text):
-        return set()
+        return frozenset()
     try:
-        return set(meta.find_undeclared_variables(_parse(text)))
+        return frozenset(meta.find_undeclared_variables(_parse(text)))
     except RecursionError:
-        return set()
+        return frozenset()
 
 
 def unsafe_access(text: str, data_names: Collection[str] = ()) -> str | None:
