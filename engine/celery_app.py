@@ -29,6 +29,11 @@ QUICK_QUEUE = "hotswap"
 POLL_QUEUE = "hotswap.poll"
 STEP_TASK = "hotswap.step"
 SOFT_LIMIT_GRACE = 10.0
+BATCH_SPREAD = 64
+"""A release wider than this is published in batches, at least this many messages (so every worker slot
+gets work) ..."""
+MAX_BATCH = 16
+"""... of at most this many steps each."""
 CANVAS_STEP_TASK = "hotswap.canvas_step"
 NOOP_TASK = "hotswap.noop"
 
@@ -61,8 +66,12 @@ def make_app(redis_url: str) -> Celery:
 
 def _register_tasks(app: Celery) -> None:
     @app.task(name=STEP_TASK, shared=False, bind=True, acks_late=True, reject_on_worker_lost=True)
-    def step(self: Any, run_id: str, step_id: str) -> str:
-        return runtime(app).executor.run_step(run_id, step_id)
+    def step(self: Any, run_id: str, step_id: str, more: list[str] | None = None) -> str:
+        executor = runtime(app).executor
+        outcome = executor.run_step(run_id, step_id)
+        for sid in more or []:
+            executor.run_step(run_id, sid)
+        return outcome
 
     @app.task(name=CANVAS_STEP_TASK, shared=False, bind=True, acks_late=True, reject_on_worker_lost=True,
               max_retries=None, ignore_result=False)
@@ -99,17 +108,27 @@ class Runtime:
                                         (SoftTimeLimitExceeded,))
 
     def publish(self, run_id: str, step_ids: Iterable[str]) -> None:
+        """One message per step, except for a wide release (a fan-out), where steps without a timeout share
+        messages in small batches: far fewer messages, still spread over every worker slot."""
         plan = self.store.plan(run_id)
         task = self.app.tasks[STEP_TASK]
+        ids = list(step_ids)
+        timed = [sid for sid in ids if (s := plan.steps.get(sid)) is not None and s.timeout]
+        plain = [sid for sid in ids if sid not in set(timed)] if timed else ids
+        size = max(1, min(MAX_BATCH, len(plain) // BATCH_SPREAD)) if len(plain) > BATCH_SPREAD else 1
         with self.app.producer_or_acquire() as producer:
-            for sid in step_ids:
-                step = plan.steps.get(sid)
-                options: dict[str, Any] = {"producer": producer, "queue": QUICK_QUEUE}
-                if step is not None and step.timeout:
-                    # A backstop: the step's own deadline stops it first (and kills its remote commands).
-                    options["soft_time_limit"] = step.timeout + SOFT_LIMIT_GRACE
-                    options["time_limit"] = step.timeout + SOFT_LIMIT_GRACE + 30
-                task.apply_async(kwargs={"run_id": run_id, "step_id": sid}, **options)
+            for sid in timed:
+                timeout = plan.steps[sid].timeout or 0
+                # A backstop: the step's own deadline stops it first (and kills its remote commands).
+                task.apply_async(kwargs={"run_id": run_id, "step_id": sid}, producer=producer, queue=QUICK_QUEUE,
+                                 soft_time_limit=timeout + SOFT_LIMIT_GRACE,
+                                 time_limit=timeout + SOFT_LIMIT_GRACE + 30)
+            for i in range(0, len(plain), size):
+                batch = plain[i:i + size]
+                kwargs: dict[str, Any] = {"run_id": run_id, "step_id": batch[0]}
+                if len(batch) > 1:
+                    kwargs["more"] = batch[1:]
+                task.apply_async(kwargs=kwargs, producer=producer, queue=QUICK_QUEUE)
 
     def tick(self, renew_locks: bool = False) -> int:
         """Publish steps whose timer is due or whose worker lost its lease. Returns how many."""
