@@ -853,7 +853,7 @@ def _preflight_problems(
     projected = projected_utilization(df, osds)
     fullest = max(projected.items(), key=lambda kv: kv[1], default=(None, 0.0))
     if fullest[0] is not None and fullest[1] >= nearfull:
-        problems.append(f"osd.{fullest[0]} would reach {fullest[1]:.0%} used (nearfull ratio {nearfull:.0%}): "
+        problems.append(f"osd.{fullest[0]} would reach {fullest[1]:.1%} used (nearfull ratio {nearfull:.1%}): "
                         "add capacity first")
     facts = {
         "remaining_hosts": remaining,
