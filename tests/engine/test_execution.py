@@ -412,3 +412,27 @@ steps:
         last[step] = new
         seen += 1
     assert seen >= 10 and last == {"flaky": "succeeded", "poll": "succeeded", "skip": "skipped", "boom": "failed"}
+
+
+def test_a_wide_fan_out_is_published_in_batches_and_runs_every_step_once(engine: Harness) -> None:
+    run = engine.launch("""
+name: wide
+steps:
+  - id: start
+    action: core.echo
+    with: {message: go}
+  - id: fan
+    for_each: "{{ range(300) | list }}"
+    action: core.echo
+    with: {message: "{{ item }}"}
+  - id: join
+    action: core.echo
+    with: {message: "{{ steps.fan.results | length }}"}
+""")
+    assert engine.wait(run)["status"] == "succeeded"
+    starts: dict[str, int] = {}
+    for _, event in engine.store.events(run):
+        if event.get("type") == "step" and event.get("status") == "running":
+            starts[event["step"]] = starts.get(event["step"], 0) + 1
+    assert len(starts) == 302 and set(starts.values()) == {1}
+    assert engine.step(run, "join")["result"]["message"] == "300"
