@@ -11,23 +11,10 @@ from actions.base import ActionContext, ActionRegistry
 from actions.http import HttpToolkit
 from engine.errors import ActionError
 from inventory import Cluster, Inventory
+from tests.support.logs import ListLog
 from tests.support.receiver import Receiver, running_receiver
 
 TOKEN_PATH = "/services/T000/B000/XXXXSECRET"
-
-
-class ListLog:
-    def __init__(self) -> None:
-        self.lines: list[tuple[str, str]] = []
-
-    def info(self, message: str) -> None:
-        self.lines.append(("info", message))
-
-    def warning(self, message: str) -> None:
-        self.lines.append(("warning", message))
-
-    def error(self, message: str) -> None:
-        self.lines.append(("error", message))
 
 
 def make_ctx(inv: Inventory, *, dry_run: bool = False) -> ActionContext:

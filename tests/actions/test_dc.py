@@ -13,24 +13,11 @@ from actions.http import HttpToolkit
 from engine.errors import ActionError, ConnectionFailed
 from inventory import Cluster, Datacenter, Host, Inventory, Rack
 from tests.support.alertmanager import free_port
+from tests.support.logs import ListLog
 from tests.support.receiver import Receiver, running_receiver
 
 RUN_URL = "https://hotswap.example/runs/run-42"
 SUBJECT = "[hotswap] replace node1 (rack r7, serial SN-0001)"
-
-
-class ListLog:
-    def __init__(self) -> None:
-        self.lines: list[tuple[str, str]] = []
-
-    def info(self, message: str) -> None:
-        self.lines.append(("info", message))
-
-    def warning(self, message: str) -> None:
-        self.lines.append(("warning", message))
-
-    def error(self, message: str) -> None:
-        self.lines.append(("error", message))
 
 
 class Decided:

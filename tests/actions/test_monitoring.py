@@ -15,20 +15,7 @@ from actions.http import HttpToolkit
 from engine.errors import ActionError, ConnectionFailed
 from inventory import Cluster, Host, Inventory
 from tests.support.alertmanager import Alertmanager, free_port, running_alertmanager
-
-
-class ListLog:
-    def __init__(self) -> None:
-        self.lines: list[tuple[str, str]] = []
-
-    def info(self, message: str) -> None:
-        self.lines.append(("info", message))
-
-    def warning(self, message: str) -> None:
-        self.lines.append(("warning", message))
-
-    def error(self, message: str) -> None:
-        self.lines.append(("error", message))
+from tests.support.logs import ListLog
 
 
 def make_ctx(inv: Inventory, run_id: str, *, dry_run: bool = False) -> ActionContext:
