@@ -40,10 +40,10 @@ FATAL_CHECKS = frozenset(
         "PG_BACKFILL_FULL",
         "PG_RECOVERY_FULL",
         "SLOW_OPS",
-        "MON_DOWN",
     }
 )
-"""Health checks that waiting will not fix: a gradual operation stops instead of waiting on them."""
+"""Health checks that waiting will not fix: a gradual operation stops instead of waiting on them.
+MON_DOWN is not among them: a mon restarting or an election passes; waits bound it separately."""
 
 CLEAN_EXTRAS = frozenset({"scrubbing", "deep", "snaptrim", "snaptrim_wait"})
 """State components that may accompany ``active+clean`` and still count as clean."""

@@ -169,7 +169,7 @@ def age(memory: dict[str, Any], key: str, seconds: float) -> None:
 
 
 def test_every_action_is_documented_and_destructive_ones_are_flagged() -> None:
-    registry = ActionRegistry.from_modules([ceph])
+    registry = ActionRegistry.from_modules(ceph.modules())
     names = {s.name for s in registry}
     assert {"ceph.status", "ceph.reweight", "ceph.wait_healthy", "ceph.add_node", "ceph.destroy_osds"} <= names
     for spec in registry:
