@@ -7,6 +7,7 @@ inventory can be shared between steps without one step changing what another see
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime
 import difflib
 import fnmatch
@@ -18,8 +19,11 @@ from typing import Any, TypeVar
 
 from engine.errors import InventoryError
 
-PLACEHOLDERS = ("id", "device", "host")
+PLACEHOLDERS = ("id", "device", "host", "slot", "serial")
 """The ``{name}`` placeholders a cluster command may use; each is substituted per argv item."""
+
+LOCATE_COMMANDS = ("locate_on", "locate_off")
+"""Optional commands (per cluster or per host) that switch a disk's locate LED; no default."""
 
 T = TypeVar("T")
 
@@ -106,30 +110,49 @@ class Cluster:
         _set(self, "extra", _frozen(self.extra))
 
     def command(self, name: str, **values: str | int) -> list[str]:
-        """The argv of command ``name`` with ``{id}``, ``{device}`` and ``{host}`` substituted."""
+        """The argv of command ``name`` with ``{id}``, ``{device}``, ``{host}``... substituted."""
         if name not in self.commands:
             raise InventoryError(
                 f"cluster '{self.name}' has no command '{name}'{close_matches(name, self.commands)}: "
                 f"known commands are {', '.join(sorted(self.commands))}"
             )
-        unknown = sorted(set(values) - set(PLACEHOLDERS))
-        if unknown:
-            raise InventoryError(
-                f"command '{name}': unknown placeholder value(s) {', '.join(unknown)}; "
-                f"commands take {', '.join(PLACEHOLDERS)}"
-            )
-        return [self._substitute(name, item, values) for item in self.commands[name]]
+        return render_command(f"cluster '{self.name}'", name, self.commands[name], values)
 
-    def _substitute(self, name: str, item: str, values: Mapping[str, str | int]) -> str:
-        def replace(match: re.Match[str]) -> str:
-            key = match.group(1)
-            if key not in values:
-                raise InventoryError(
-                    f"command '{name}' of cluster '{self.name}' needs a value for {{{key}}}"
-                )
-            return str(values[key])
 
-        return PLACEHOLDER_RE.sub(replace, item)
+def placeholders_of(template: Iterable[str]) -> list[str]:
+    """The ``{name}`` placeholders a command template uses, in order of first use."""
+    return list(dict.fromkeys(m for item in template for m in PLACEHOLDER_RE.findall(item)))
+
+
+def render_command(owner: str, name: str, template: Iterable[str], values: Mapping[str, str | int]) -> list[str]:
+    """``template`` with each ``{placeholder}`` replaced by its value, once, per argv item.
+
+    A value is never re-read as a template, so a device path holding ``{host}`` stays literal.
+    """
+    unknown = sorted(set(values) - set(PLACEHOLDERS))
+    if unknown:
+        raise InventoryError(
+            f"command '{name}': unknown placeholder value(s) {', '.join(unknown)}; "
+            f"commands take {', '.join(PLACEHOLDERS)}"
+        )
+
+    def replace(match: re.Match[str]) -> str:
+        key = match.group(1)
+        if key not in values:
+            raise InventoryError(f"command '{name}' of {owner} needs a value for {{{key}}}")
+        return str(values[key])
+
+    return [PLACEHOLDER_RE.sub(replace, item) for item in template]
+
+
+@dataclass(frozen=True)
+class Disk:
+    """A disk of a host as the inventory knows it: its path and, when known, where a technician finds it."""
+
+    path: str
+    slot: str | None = None
+    serial: str | None = None
+    model: str | None = None
 
 
 @dataclass(frozen=True)
@@ -147,12 +170,26 @@ class Host:
     roles: tuple[str, ...] = ()
     serial: str | None = None
     devices: tuple[str, ...] = ()
+    """Device paths (what OSDs are created on)."""
     extra: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    disks: tuple[Disk, ...] = ()
+    """The same devices with slot, serial and model where the inventory gives them (one per path)."""
+    commands: Mapping[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
+    """Commands of this host that override its cluster's (e.g. a different ``locate_on``)."""
 
     def __post_init__(self) -> None:
         _set(self, "roles", tuple(self.roles))
-        _set(self, "devices", tuple(self.devices))
+        disks = tuple(self.disks)
+        devices = tuple(self.devices) or tuple(d.path for d in disks)
+        known = {d.path for d in disks}
+        disks += tuple(Disk(p) for p in devices if p not in known)
+        _set(self, "devices", devices)
+        _set(self, "disks", disks)
+        _set(self, "commands", MappingProxyType({k: tuple(v) for k, v in self.commands.items()}))
         _set(self, "extra", _frozen(self.extra))
+
+    def disk(self, path: str) -> Disk | None:
+        return next((d for d in self.disks if d.path == path), None)
 
 
 def _plain(value: Any) -> Any:
@@ -162,6 +199,8 @@ def _plain(value: Any) -> Any:
     """
     if isinstance(value, datetime.date):
         return value.isoformat()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -241,6 +280,15 @@ class Inventory:
 
     def hosts_of_cluster(self, cluster: str) -> list[Host]:
         return self.select(cluster=cluster)
+
+    def host_command(self, host: str, name: str) -> tuple[str, ...] | None:
+        """The argv template of command ``name`` for ``host``: the host's own, else its cluster's, else None."""
+        h = self.host(host)
+        if name in h.commands:
+            return h.commands[name]
+        if h.cluster and h.cluster in self.clusters:
+            return self.clusters[h.cluster].commands.get(name)
+        return None
 
     def as_dict(self) -> dict[str, Any]:
         """Everything as given in the source (None where a default applies); JSON-serialisable."""

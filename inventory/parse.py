@@ -21,6 +21,7 @@ from inventory.model import (
     PLACEHOLDERS,
     Cluster,
     Datacenter,
+    Disk,
     Host,
     Inventory,
     Rack,
@@ -40,8 +41,10 @@ CLUSTER_KEYS = (
     "admin_host", "datacenter", "ceph", "monitoring", "chat_webhook", "max_hosts_down", "commands", "extra",
 )
 HOST_KEYS = (
-    "address", "port", "user", "jump", "cluster", "datacenter", "rack", "roles", "serial", "devices", "extra",
+    "address", "port", "user", "jump", "cluster", "datacenter", "rack", "roles", "serial", "devices", "commands",
+    "extra",
 )
+DISK_KEYS = ("path", "slot", "serial", "model")
 T = TypeVar("T")
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
@@ -435,10 +438,71 @@ class _Builder:
             rack=e.name("rack"),
             roles=e.strings("roles", what="role names") or (),
             serial=e.string("serial") if isinstance(serial, str) else None,
-            devices=e.strings("devices", what="device paths", item_ok=_device_item) or (),
+            disks=self.disks(e),
+            commands=self.commands(e),
             extra=e.free_map("extra"),
         )
         return host if address else None
+
+    def disks(self, e: _Entry) -> tuple[Disk, ...]:
+        """``devices``: paths, or mappings with a ``path`` and what a technician needs (slot, serial, model)."""
+        value = e.data.get("devices")
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            e.bad("devices", "a list of device paths (or of mappings with path, slot, serial, model)")
+            return ()
+        disks: list[Disk] = []
+        ok = True
+        for i, item in enumerate(value):
+            disk = self.disk(e, i, item)
+            if disk is None:
+                ok = False
+            elif any(d.path == disk.path for d in disks):
+                self.c.error((*e.path, "devices", i), f"{e.what}: devices lists '{disk.path}' twice; remove one")
+                ok = False
+            else:
+                disks.append(disk)
+        return tuple(disks) if ok else ()
+
+    def disk(self, e: _Entry, i: int, item: Any) -> Disk | None:
+        where = (*e.path, "devices", i)
+        shown = f"{e.what}: devices[{i}]"
+        if isinstance(item, str) and item:
+            complaint = _device_item(item)
+            if complaint:
+                self.c.error(where, f"{shown} {complaint}")
+                return None
+            return Disk(item)
+        if not isinstance(item, dict):
+            self.c.error(where, f"{shown} must be a device path or a mapping with path, slot, serial, model, "
+                                f"not {_kind(item)}")
+            return None
+        before = len(self.c.issues)
+        self.c.known_keys(where, item, DISK_KEYS, shown)
+        d = _Entry(self.c, where, item, shown)
+        path = d.string("path", hint=" (the device path, like /dev/sdb)")
+        if "path" not in item:
+            d.missing("path", "the device path, like /dev/sdb")
+        elif path is not None and _device_item(path):
+            self.c.error(d.at("path"), f"{shown}: path {_device_item(path)}")
+            path = None
+        slot = item.get("slot")
+        if isinstance(slot, int) and not isinstance(slot, bool):
+            slot = str(slot)
+        elif slot is not None:
+            slot = d.string("slot", hint=" (the bay or slot label, e.g. 3 or \"front-07\")")
+        serial = item.get("serial")
+        if serial is not None and not isinstance(serial, str):
+            self.c.error(d.at("serial"), f"{shown}: serial must be a string, not {_kind(serial)}: quote it "
+                                         "(YAML reads unquoted digits as a number and may change them)")
+            serial = None
+        elif serial is not None:
+            serial = d.string("serial")
+        model = d.string("model")
+        if path is None or len(self.c.issues) > before:
+            return None
+        return Disk(path, slot=slot, serial=serial, model=model)
 
     def check_references(self, defined: Mapping[str, list[str]]) -> None:
         """Every name that points at another entry must be defined."""

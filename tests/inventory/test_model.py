@@ -147,7 +147,7 @@ def test_command_errors() -> None:
     with pytest.raises(InventoryError) as e:
         c.command("osd_stop", osd_id="1")
     assert str(e.value) == (
-        "command 'osd_stop': unknown placeholder value(s) osd_id; commands take id, device, host"
+        "command 'osd_stop': unknown placeholder value(s) osd_id; commands take id, device, host, slot, serial"
     )
 
 

@@ -319,7 +319,7 @@ def test_unknown_keys_inside_entries_suggest_close_matches() -> None:
         "inv.yaml:12:5: cluster 'lab': unknown key 'comands' (did you mean 'commands'?); allowed keys are "
         "admin_host, ceph, chat_webhook, commands, datacenter, extra, max_hosts_down, monitoring",
         "inv.yaml:15:5: host 'node1': unknown key 'adress' (did you mean 'address'?); allowed keys are "
-        "address, cluster, datacenter, devices, extra, jump, port, rack, roles, serial, user",
+        "address, cluster, commands, datacenter, devices, extra, jump, port, rack, roles, serial, user",
     ]
 
 
@@ -432,7 +432,7 @@ def test_commands_must_be_lists_of_strings() -> None:
         "inv.yaml:6:37: cluster 'lab': commands: osd_start[2] must be a non-empty string, not the number 12",
         f"inv.yaml:7:7: cluster 'lab': commands: osd_zap must be {argv}, not an empty list",
         "inv.yaml:8:33: cluster 'lab': commands: osd_create[1] uses unknown placeholder {dev} "
-        "(did you mean 'device'?); placeholders are {id}, {device}, {host}",
+        "(did you mean 'device'?); placeholders are {id}, {device}, {host}, {slot}, {serial}",
         "inv.yaml:9:7: cluster 'lab': command name 'bad-name' is not valid: use letters, digits and '_'",
     ]
 
