@@ -8,6 +8,7 @@ need (inventory, SSH, HTTP, a logger, dry-run, persisted progress) comes through
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import types
 import typing
@@ -98,17 +99,32 @@ class ActionSpec:
     doc: str
     destructive: bool
     polling: bool
+    version: int = 1
+    """Raised by the action's author when its meaning changes although its parameters did not."""
 
     def __call__(self, ctx: ActionContext, **kwargs: Any) -> Any:
         return self.func(ctx, **kwargs)
 
+    @property
+    def signature(self) -> str:
+        """A short digest of the parameters (names, types, which are required): changes when a deploy
+        changes what the action accepts."""
+        shape = sorted((p.name, p.type_name, p.required) for p in self.params.values())
+        return hashlib.sha256(repr(shape).encode()).hexdigest()[:16]
 
-def action(name: str, *, destructive: bool = False, polling: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def identity(self) -> dict[str, Any]:
+        return {"version": self.version, "signature": self.signature}
+
+
+def action(name: str, *, destructive: bool = False, polling: bool = False,
+           version: int = 1) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Mark a function as the action ``name``. ``destructive`` actions are listed as such and must
-    sit behind their safety checks; ``polling`` actions may raise :class:`NotYet`."""
+    sit behind their safety checks; ``polling`` actions may raise :class:`NotYet`. Raise ``version`` when
+    the action's meaning changes: runs planned against another version wait for a matching worker."""
 
     def mark(func: Callable[..., Any]) -> Callable[..., Any]:
-        setattr(func, ACTION_ATTR, {"name": name, "destructive": destructive, "polling": polling})
+        setattr(func, ACTION_ATTR, {"name": name, "destructive": destructive, "polling": polling,
+                                    "version": version})
         return func
 
     return mark
@@ -135,6 +151,7 @@ def spec_of(func: Callable[..., Any]) -> ActionSpec:
         doc=doc,
         destructive=meta["destructive"],
         polling=meta["polling"],
+        version=meta.get("version", 1),
     )
 
 

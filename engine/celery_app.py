@@ -15,11 +15,14 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
+from billiard.exceptions import WorkerLostError
 from celery import Celery, signals
 from celery.exceptions import SoftTimeLimitExceeded
+from celery.worker.request import Request
 from redis.exceptions import RedisError
 
 from engine import config as hconfig
+from engine.errors import RunNotFound
 from engine.keys import BROKER_VISIBILITY_TIMEOUT, INLINE_STEPS, LOCK_RENEW_EVERY_TICKS, TICK_SECONDS
 from engine.states import Status
 
@@ -64,8 +67,31 @@ def make_app(redis_url: str) -> Celery:
     return app
 
 
+def worker_name(pid: int) -> str:
+    """How a process that runs steps is named in their records (and how its death is recognised)."""
+    return f"{socket.gethostname()}:{pid}"
+
+
+class StepRequest(Request):  # type: ignore[misc]
+    """A step task's request in the worker's main process: when its pool child dies (SIGKILL, OOM), the
+    steps that child was running are released for takeover at once; only a dead machine waits out the lease."""
+
+    def on_failure(self, exc_info: Any, send_failed_event: bool = True, return_ok: bool = False) -> Any:
+        exc = getattr(exc_info, "exception", None)
+        exc = getattr(exc, "exc", exc)
+        if isinstance(exc, WorkerLostError) and self.worker_pid:
+            try:
+                released = runtime(self.app).store.release_worker(worker_name(self.worker_pid))
+                log.warning("pool child %s was lost; released for takeover: %s", self.worker_pid,
+                            ", ".join(f"{r}/{s}" for r, s in released) or "nothing")
+            except (OSError, RedisError) as e:
+                log.warning("pool child %s was lost; its steps wait for their lease (%s)", self.worker_pid, e)
+        return super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
+
+
 def _register_tasks(app: Celery) -> None:
-    @app.task(name=STEP_TASK, shared=False, bind=True, acks_late=True, reject_on_worker_lost=True)
+    @app.task(name=STEP_TASK, shared=False, bind=True, acks_late=True, reject_on_worker_lost=True,
+              Request=StepRequest)
     def step(self: Any, run_id: str, step_id: str, more: list[str] | None = None) -> str:
         executor = runtime(app).executor
         outcome = executor.run_step(run_id, step_id)
@@ -100,7 +126,7 @@ class Runtime:
         self.app = app
         self.store = Store(hconfig.redis_client(app.conf.broker_url))
         registry = default_registry()
-        worker = f"{socket.gethostname()}:{os.getpid()}"
+        worker = worker_name(os.getpid())
         factory = toolkit_factory()
         self.executor = Executor(self.store, registry, self.publish, worker, factory, (SoftTimeLimitExceeded,),
                                  inline=INLINE_STEPS)
@@ -141,8 +167,9 @@ class Runtime:
         for run_id, sids in by_run.items():
             try:
                 self.publish(run_id, sids)
-            except KeyError:
-                log.warning("timer for unknown run %s dropped", run_id)
+            except RunNotFound:
+                self.store.forget_timers(run_id, sids)
+                log.warning("timers of unknown run %s dropped: %s", run_id, ", ".join(sids))
         return len(due)
 
 

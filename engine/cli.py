@@ -14,8 +14,8 @@ from typing import Any
 
 from engine.durations import format_duration
 from engine.errors import HotswapError, ValidationError
+from engine.states import run_settled
 
-TERMINAL_RUN = {"succeeded", "failed", "cancelled"}
 _ICON = {"pending": "·", "running": "▶", "waiting": "…", "succeeded": "✓", "failed": "✗", "cancelled": "⊘",
          "skipped": "↷"}
 
@@ -203,7 +203,7 @@ def follow(client: Client, run_id: str, show_logs: bool) -> int:
                           f"-> hotswap approve {run_id} {ev.get('step')}")
             record = service.run(run_id)
             status = record["status"]
-            if status in TERMINAL_RUN and record.get("cleanup") != "running" and not service.events(run_id, last):
+            if run_settled(record) and not service.events(run_id, last):
                 return 0 if status == "succeeded" else 1
     except KeyboardInterrupt:
         print(f"\nstopped following; run {run_id} goes on (hotswap status {run_id})")
@@ -226,19 +226,28 @@ def cmd_status(args: argparse.Namespace) -> int:
     for s in data["steps"]:
         counts[s["status"]] = counts.get(s["status"], 0) + 1
     print("steps: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
-    rows = [("STEP", "ACTION", "STATUS", "TRY", "TIME", "NOTE")]
     shown = data["steps"] if args.all or len(data["steps"]) <= 60 else [
         s for s in data["steps"] if s["status"] not in ("succeeded", "pending")][:60]
-    for s in shown:
+    _step_table(run["id"], shown)
+    if len(shown) < len(data["steps"]):
+        print(f"({len(data['steps']) - len(shown)} succeeded/pending steps hidden; --all shows them)")
+    cleanup = data.get("cleanup") or []
+    if cleanup:
+        phase = run.get("cleanup") or ("not needed" if run["status"] == "succeeded" else "not started")
+        print(f"cleanup ({phase}):")
+        _step_table(run["id"], cleanup)
+    return 0
+
+
+def _step_table(run_id: str, steps: Sequence[dict[str, Any]]) -> None:
+    rows = [("STEP", "ACTION", "STATUS", "TRY", "TIME", "NOTE")]
+    for s in steps:
         note = s["error"] or s["waiting_reason"]
         if s["needs_approval"]:
-            note = f"approve: hotswap approve {run['id']} {s['id']}"
+            note = f"approve: hotswap approve {run_id} {s['id']}"
         rows.append((s["id"], s["action"], f"{_ICON.get(s['status'], '?')} {s['status']}", str(s["attempt"] or ""),
                      _duration(s["started"], s["finished"]) if s["started"] else "", note[:80]))
     _table(rows)
-    if len(shown) < len(data["steps"]):
-        print(f"({len(data['steps']) - len(shown)} succeeded/pending steps hidden; --all shows them)")
-    return 0
 
 
 def _duration(start: float | None, end: float | None) -> str:
@@ -367,10 +376,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
                 *(["-n", args.hostname] if args.hostname else [])]
         store = runtime(app).store
 
-        def idle() -> bool:
-            return not any(r["status"] in ("running", "pending", "waiting") for r in store.list_runs(200))
-
-        return supervise(argv, idle=idle, idle_exit=args.idle_exit)
+        return supervise(argv, idle=lambda: not store.any_unsettled_run(), idle_exit=args.idle_exit)
     extra = ["-n", args.hostname] if args.hostname else []
     run_worker(app, concurrency=args.concurrency, queues=args.queues, loglevel=args.loglevel, extra=extra)
     return 0

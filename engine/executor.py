@@ -3,6 +3,7 @@ outcome and hand the successors it released to ``enqueue``. Knows nothing of Cel
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import threading
@@ -16,13 +17,18 @@ from redis.exceptions import RedisError
 
 from actions.base import ActionContext, ActionRegistry, ActionSpec, NotYet, check_value, coerce_value
 from engine import templating
-from engine.errors import HotswapError, StepTimeout
-from engine.keys import CANCEL_CHECK_SECONDS, HEARTBEAT_SECONDS
+from engine.errors import ActionMismatch, HotswapError, StepTimeout, UnknownActionError
+from engine.keys import CANCEL_CHECK_SECONDS, DEPLOY_RECHECK_SECONDS, LEASE_SECONDS
 from engine.plan import Plan, PlanStep
 from engine.secrets import resolve_params as resolve_secrets
 from engine.secrets import scrub
 from engine.states import Status
 from engine.store import Claim, Completion, Store
+
+logger = logging.getLogger("hotswap.executor")
+
+DEPLOY_ADVICE = ("the step waits for a worker with the planned action; finish or roll back the deploy, "
+                 "or cancel the run")
 
 START_STEP = "__start__"
 """Pseudo step id: a message to (re)try starting a run that waits for its locks."""
@@ -161,6 +167,8 @@ class _Beat:
     step_id: str
     token: str
     memory: dict[str, Any]
+    cleanup: bool = False
+    """A cleanup step runs because its run failed or was cancelled: the cancellation must not stop it."""
     last: float = field(default_factory=time.monotonic)
     lost: threading.Event = field(default_factory=threading.Event)
 
@@ -173,16 +181,17 @@ class Heartbeats:
     cancelled run (within CANCEL_CHECK_SECONDS). Started on first use, so it lives in the process that runs
     steps (a prefork child), never in a parent that forks."""
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    def __init__(self, store: Store, lease: float = LEASE_SECONDS) -> None:
+        self.store, self.lease = store, lease
         self._beats: dict[int, _Beat] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._pid = 0
 
     @contextmanager
-    def beating(self, run_id: str, step_id: str, token: str, memory: dict[str, Any]) -> Iterator[_Beat]:
-        beat = _Beat(run_id, step_id, token, memory)
+    def beating(self, run_id: str, step_id: str, token: str, memory: dict[str, Any],
+                cleanup: bool = False) -> Iterator[_Beat]:
+        beat = _Beat(run_id, step_id, token, memory, cleanup)
         with self._lock:
             self._beats[id(beat)] = beat
             if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
@@ -203,16 +212,17 @@ class Heartbeats:
             for beat in beats:
                 try:
                     self._check(beat)
-                except (OSError, RedisError):
-                    continue  # Redis briefly away: the lease has slack; try again next round
+                except (OSError, RedisError) as e:
+                    logger.info("heartbeat of %s/%s: %s (retrying)", beat.run_id, beat.step_id, e)
+                except Exception:
+                    logger.exception("heartbeat of %s/%s failed; retrying", beat.run_id, beat.step_id)
 
     def _check(self, beat: _Beat) -> None:
         alive = True
-        if time.monotonic() - beat.last >= HEARTBEAT_SECONDS:
-            alive = self.store.heartbeat(beat.run_id, beat.step_id, beat.token, dict(beat.memory))
+        if time.monotonic() - beat.last >= self.lease / 3:
+            alive = self.store.heartbeat(beat.run_id, beat.step_id, beat.token, dict(beat.memory), lease=self.lease)
             beat.last = time.monotonic()
-        status = self.store.r.hget(self.store.keys.run(beat.run_id), "status")
-        if not alive or (status is not None and status.decode() == Status.CANCELLED):
+        if not alive or (not beat.cleanup and self.store.run_status(beat.run_id) == Status.CANCELLED):
             beat.lost.set()
 
 
@@ -226,12 +236,16 @@ class Executor:
     interrupts: tuple[type[BaseException], ...] = ()
     """Exceptions the task runtime raises into a step that ran past its time limit."""
     rng: random.Random = field(default_factory=random.Random)
+    lease: float = LEASE_SECONDS
+    """How long a running step's claim lasts without renewal (renewed every third of it)."""
+    deploy_recheck: float = DEPLOY_RECHECK_SECONDS
+    """How often a step parked for a compatible worker is tried again (on whichever worker takes it)."""
     inline: int = 0
     """How many released steps one task may go on to run itself instead of publishing them (a chain link
     or a join then costs no broker round trip). Safe: every released step also has a redelivery timer."""
 
     def __post_init__(self) -> None:
-        self.heartbeats = Heartbeats(self.store)
+        self.heartbeats = Heartbeats(self.store, self.lease)
         self._next: tuple[str, str] | None = None
 
     def run_step(self, run_id: str, step_id: str) -> str:
@@ -251,7 +265,7 @@ class Executor:
     def _run_one(self, run_id: str, step_id: str) -> str:
         if step_id == START_STEP:
             return self.try_start(run_id)
-        claim = self.store.claim(run_id, step_id, self.worker)
+        claim = self.store.claim(run_id, step_id, self.worker, lease=self.lease)
         if claim.outcome == "orphaned" and claim.start_cleanup:
             self._start_cleanup(run_id)
         if claim.outcome == "lost_lock":
@@ -267,7 +281,7 @@ class Executor:
         try:
             params, secrets = resolve_secrets(plan.params, plan.secret_params)
         except HotswapError as e:
-            return self._finish(run_id, step, claim, Status.FAILED, memory, error=str(e))
+            return self._finish(run_id, step, claim, Status.FAILED, memory, [], error=str(e))
         log = StepLog(self.store, run_id, step_id, secrets)
         try:
             return self._execute(plan, step, record, claim, log, memory, params, secrets)
@@ -282,7 +296,7 @@ class Executor:
         if step.timeout and now > memory["first_started"] + step.timeout:
             last = memory.get("last_wait_reason")
             error = str(StepTimeout(step.id, step.timeout)) + (f" (last: {last})" if last else "")
-            return self._finish(run_id, step, claim, Status.FAILED, memory, error=error)
+            return self._finish(run_id, step, claim, Status.FAILED, memory, log.secrets, error=error)
         if step.approval:
             gate = self._approval_gate(run_id, step, claim, memory, log)
             if gate is not None:
@@ -301,17 +315,18 @@ class Executor:
         try:
             if step.when is not None and not templating.render(step.when, context):
                 log.info(f"skipped: condition {step.when} is false")
-                return self._finish(run_id, step, claim, Status.SKIPPED, memory)
-            spec = self.registry.get(step.action)
-            args = typed_args(spec, templating.render(step.args, context))
+                return self._finish(run_id, step, claim, Status.SKIPPED, memory, log.secrets)
+            spec, args = self._action_for(plan, step, context)
+        except ActionMismatch as e:
+            return self._park_for_deploy(run_id, step, claim, memory, str(e), log)
         except HotswapError as e:
             log.error(str(e))
-            return self._finish(run_id, step, claim, Status.FAILED, memory, error=str(e))
+            return self._finish(run_id, step, claim, Status.FAILED, memory, log.secrets, error=str(e))
         except (MemoryError, RecursionError) as e:
             error = f"rendering the step's arguments failed: {type(e).__name__}"
             log.error(error)
-            return self._finish(run_id, step, claim, Status.FAILED, memory, error=error)
-        with self.heartbeats.beating(run_id, step.id, claim.token, memory) as beat:
+            return self._finish(run_id, step, claim, Status.FAILED, memory, log.secrets, error=error)
+        with self.heartbeats.beating(run_id, step.id, claim.token, memory, cleanup=step.cleanup) as beat:
             deadline = memory["first_started"] + step.timeout if step.timeout else None
             ctx.cancelled = lambda: beat.cancelled() or (deadline is not None and time.time() >= deadline)
             ctx.save = lambda: self._save_memory(run_id, step.id, claim.token, memory)
@@ -327,7 +342,40 @@ class Executor:
                 return self._fail_or_retry(run_id, step, claim, memory, f"{type(e).__name__}: {e}", log)
         if planned:
             result = {"result": result, "dry_run": planned} if not isinstance(result, dict) else {**result, "dry_run": planned}
-        return self._finish(run_id, step, claim, Status.SUCCEEDED, memory, result=result)
+        return self._finish(run_id, step, claim, Status.SUCCEEDED, memory, log.secrets, result=result)
+
+    def _action_for(self, plan: Plan, step: PlanStep, context: Mapping[str, Any]) -> tuple[ActionSpec, dict[str, Any]]:
+        """The action to run and its typed arguments, or ActionMismatch when a deploy since the launch changed
+        the action so that it no longer means what the plan meant."""
+        planned = plan.actions.get(step.action)
+        try:
+            spec = self.registry.get(step.action)
+        except UnknownActionError:
+            if planned is None:
+                raise
+            raise ActionMismatch(f"this worker has no action {step.action} (the run was planned with version "
+                                 f"{planned['version']}): {DEPLOY_ADVICE}") from None
+        rendered = templating.render(step.args, context)
+        if planned is None or planned == spec.identity():
+            return spec, typed_args(spec, rendered)
+        if planned["version"] != spec.version:
+            raise ActionMismatch(f"action {step.action} is version {spec.version} on this worker, the run was "
+                                 f"planned with version {planned['version']}: {DEPLOY_ADVICE}")
+        try:
+            return spec, typed_args(spec, rendered)
+        except HotswapError as e:
+            raise ActionMismatch(f"action {step.action} on this worker no longer accepts the planned arguments "
+                                 f"({e}): {DEPLOY_ADVICE}") from e
+
+    def _park_for_deploy(self, run_id: str, step: PlanStep, claim: Claim, memory: dict[str, Any], reason: str,
+                         log: StepLog) -> str:
+        if memory.get("deploy_wait") != reason:
+            memory["deploy_wait"] = reason
+            log.warning(f"waiting for a compatible worker: {reason}")
+            self.store.event(run_id, type="attention", step=step.id, reason=reason)
+        self.store.park(run_id, step.id, claim.token, kind="deploy", wake_at=time.time() + self.deploy_recheck,
+                        reason=reason, memory=memory)
+        return "waiting"
 
     def _approval_gate(self, run_id: str, step: PlanStep, claim: Claim, memory: dict[str, Any],
                        log: StepLog) -> str | None:
@@ -356,7 +404,7 @@ class Executor:
                 return "waiting"
         if not decision.get("approved"):
             error = f"not approved by {decision.get('by')}: {decision.get('comment') or 'rejected'}"
-            return self._finish(run_id, step, claim, Status.FAILED, memory, error=error)
+            return self._finish(run_id, step, claim, Status.FAILED, memory, log.secrets, error=error)
         return None
 
     def _park_poll(self, run_id: str, step: PlanStep, claim: Claim, memory: dict[str, Any], wait: NotYet,
@@ -365,7 +413,7 @@ class Executor:
         if step.timeout:
             deadline = memory["first_started"] + step.timeout
             if time.time() >= deadline:
-                return self._finish(run_id, step, claim, Status.FAILED, memory,
+                return self._finish(run_id, step, claim, Status.FAILED, memory, log.secrets,
                                     error=f"{StepTimeout(step.id, step.timeout)} (last: {wait.reason or 'not ready'})")
             wake = min(wake, deadline)
         if wait.reason and wait.reason != memory.get("last_wait_reason"):
@@ -380,30 +428,21 @@ class Executor:
         if step.timeout and time.time() >= memory["first_started"] + step.timeout:
             error = f"{StepTimeout(step.id, step.timeout)} ({error})"
             log.error(error)
-            return self._finish(run_id, step, claim, Status.FAILED, memory, error=error)
+            return self._finish(run_id, step, claim, Status.FAILED, memory, log.secrets, error=error)
         log.error(f"attempt {claim.attempt}/{attempts} failed: {error}")
         if claim.attempt < attempts:
             delay = retry_delay(step.retry, claim.attempt, self.rng)
             if step.timeout and time.time() + delay > memory["first_started"] + step.timeout:
-                return self._finish(run_id, step, claim, Status.FAILED, memory,
+                return self._finish(run_id, step, claim, Status.FAILED, memory, log.secrets,
                                     error=f"{error} (no time left for a retry within the step timeout)")
             log.info(f"retrying in {delay:.1f}s")
             self.store.park(run_id, step.id, claim.token, kind="retry", wake_at=time.time() + delay,
                             reason=f"retry after: {error}", memory=memory)
             return "retrying"
-        return self._finish(run_id, step, claim, Status.FAILED, memory, error=error)
-
-    def _secrets(self, run_id: str) -> list[str]:
-        plan = self.store.plan(run_id)
-        if not plan.secret_params:
-            return []
-        try:
-            return resolve_secrets(plan.params, plan.secret_params)[1]
-        except HotswapError:
-            return []
+        return self._finish(run_id, step, claim, Status.FAILED, memory, log.secrets, error=error)
 
     def _save_memory(self, run_id: str, step_id: str, token: str, memory: dict[str, Any]) -> None:
-        if not self.store.heartbeat(run_id, step_id, token, dict(memory)):
+        if not self.store.heartbeat(run_id, step_id, token, dict(memory), lease=self.lease):
             raise HotswapError(f"step {step_id} lost its lease; another worker has taken it over")
 
     def try_start(self, run_id: str) -> str:
@@ -421,9 +460,10 @@ class Executor:
             self.enqueue(run_id, ready)
         return "started"
 
-    def _finish(self, run_id: str, step: PlanStep, claim: Claim, status: Status, memory: dict[str, Any], *,
-                result: Any = None, error: str = "") -> str:
-        secrets = self._secrets(run_id)
+    def _finish(self, run_id: str, step: PlanStep, claim: Claim, status: Status, memory: dict[str, Any],
+                secrets: list[str], *, result: Any = None, error: str = "") -> str:
+        """Record the outcome, scrubbed of the secret values this execution resolved (resolving them again
+        here could fail — a file gone, a variable unset — and leave the outcome unscrubbed)."""
         result, error, memory = scrub(result, secrets), scrub(error, secrets), scrub(memory, secrets)
         try:
             done = self.store.complete(run_id, step.id, claim.token, status, result=result, error=error, memory=memory)

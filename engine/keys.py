@@ -9,9 +9,10 @@ DEFAULT_PREFIX = "hotswap:"
 
 LEASE_SECONDS = float(os.environ.get("HOTSWAP_LEASE_SECONDS", "30"))
 """A running step's lease; its worker renews it every LEASE_SECONDS / 3. An expired lease means the worker died."""
-HEARTBEAT_SECONDS = LEASE_SECONDS / 3
 CANCEL_CHECK_SECONDS = 0.5
 """How quickly a running action learns that its run was cancelled (its SSH commands are then killed)."""
+DEPLOY_RECHECK_SECONDS = 30.0
+"""A step whose action changed in a deploy since its run was planned is tried again this often."""
 TIMER_REARM_SECONDS = 60.0
 """A due timer handed to the queue is re-armed this far ahead until the step claims it (a lost message retries)."""
 REDELIVER_SECONDS = float(os.environ.get("HOTSWAP_REDELIVER_SECONDS", "120"))

@@ -77,6 +77,9 @@ class Plan:
     """Parameters holding secret references (env:NAME, file:/path), resolved only in workers."""
     cleanup: dict[str, PlanStep] = field(default_factory=dict)
     cleanup_structure: Structure = field(default_factory=lambda: ["seq", []])
+    actions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """action name -> {"version", "signature"} of the action the plan was validated against, so a worker
+    deployed later can tell whether its action still means what the plan meant (see Executor)."""
     version: int = PLAN_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -93,6 +96,7 @@ class Plan:
             "secret_params": self.secret_params,
             "cleanup": [s.to_dict() for s in self.cleanup.values()],
             "cleanup_structure": self.cleanup_structure,
+            "actions": self.actions,
         }
 
     @classmethod
@@ -111,6 +115,7 @@ class Plan:
             secret_params=data.get("secret_params", []),
             cleanup={s["id"]: PlanStep.from_dict(s) for s in data.get("cleanup", [])},
             cleanup_structure=data.get("cleanup_structure", ["seq", []]),
+            actions=data.get("actions", {}),
         )
 
     def roots(self) -> list[str]:

@@ -182,6 +182,17 @@ for _, s in ipairs(ready) do table.insert(out, s) end
 return out
 """
 
+FAIL_RUN = RELEASE + """
+local run_key, statuses, events, timers = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local reason, now, run_id = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local st = redis.call('HGET', run_key, 'status')
+if st ~= 'running' and st ~= 'pending' and st ~= 'waiting' then return {'not_active', tostring(st)} end
+redis.call('HSET', run_key, 'status', 'failed', 'reason', reason, 'finished', now)
+redis.call('XADD', events, '*', 'type', 'run', 'status', 'failed', 'reason', reason, 't', now)
+stop_waiting(run_key, statuses, timers, run_id, events, now)
+return {'ok', tostring(st)}
+"""
+
 SKIP = RELEASE + """
 local run_key, statuses, remaining, detail, events, timers = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local step, now, reason, run_id, redeliver = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], tonumber(ARGV[5])
@@ -227,6 +238,22 @@ local zset, now, rearm, limit = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), t
 local due = redis.call('ZRANGEBYSCORE', zset, '-inf', now, 'LIMIT', 0, limit)
 for _, m in ipairs(due) do redis.call('ZADD', zset, now + rearm, m) end
 return due
+"""
+
+RELEASE_WORKER = """
+-- Every step a lost process was running: its lease ends now, so the ticker republishes it at once.
+local leases, prefix, worker, now = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3])
+local released = {}
+for _, member in ipairs(redis.call('ZRANGEBYSCORE', leases, now, '+inf')) do
+  local sep = string.find(member, '|', 1, true)
+  local detail = prefix .. 'run:' .. string.sub(member, 1, sep - 1) .. ':step:' .. string.sub(member, sep + 1)
+  if redis.call('HGET', detail, 'worker') == worker and redis.call('HGET', detail, 'status') == 'running' then
+    redis.call('HSET', detail, 'lease_until', now)
+    redis.call('ZADD', leases, now, member)
+    table.insert(released, member)
+  end
+end
+return released
 """
 
 CANCEL = """

@@ -13,7 +13,7 @@ from typing import Any
 from actions.base import ActionRegistry
 from engine.errors import ApprovalDenied, InvalidTransition, LockHeld, StepNotFound, ValidationError
 from engine.params import resolve_params
-from engine.plan import Plan, build_plan
+from engine.plan import Plan, PlanStep, build_plan
 from engine.runbook import Runbook, load_runbook
 from engine.states import Status
 from engine.store import Store
@@ -55,6 +55,12 @@ class Service:
     def launch(self, path: str | Path, params: Mapping[str, Any], who: Identity, *, dry_run: bool = False,
                executor: str = "hotswap") -> str:
         runbook, plan = self.plan(path, params)
+        return self.launch_plan(runbook, plan, who, dry_run=dry_run, executor=executor)
+
+    def launch_plan(self, runbook: Runbook, plan: Plan, who: Identity, *, dry_run: bool = False,
+                    executor: str = "hotswap") -> str:
+        """Launch a plan made by ``plan``: whoever authorized that very plan launches it, not a new reading
+        of the file and the inventory (which may have changed in between)."""
         run_id = new_run_id()
         stored_plan = plan
         meta = {
@@ -97,17 +103,21 @@ class Service:
     def status(self, run_id: str) -> dict[str, Any]:
         record = self.run(run_id)
         plan = self.store.plan(run_id)
-        details = self.store.steps(run_id, plan.steps)
-        steps = []
-        for sid, step in plan.steps.items():
+        return {"run": record, "steps": self._step_rows(run_id, plan.steps),
+                "cleanup": self._step_rows(run_id, plan.cleanup)}
+
+    def _step_rows(self, run_id: str, steps: Mapping[str, PlanStep]) -> list[dict[str, Any]]:
+        details = self.store.steps(run_id, steps)
+        rows = []
+        for sid, step in steps.items():
             d = details[sid]
-            steps.append({
+            rows.append({
                 "id": sid, "action": step.action, "status": d["status"], "attempt": d.get("attempt", 0),
                 "started": d.get("started"), "finished": d.get("finished"), "error": d.get("error") or "",
                 "waiting_reason": d.get("waiting_reason") or "", "result": d.get("result"),
                 "needs_approval": bool(step.approval) and d["status"] == Status.WAITING and d.get("wait_kind") == "approval",
             })
-        return {"run": record, "steps": steps}
+        return rows
 
     def runs(self, limit: int = 20, status: str | None = None, runbook: str | None = None) -> list[dict[str, Any]]:
         out = self.store.list_runs(limit, status, runbook)
@@ -175,7 +185,10 @@ def prepare(path: str | Path, params: Mapping[str, Any], registry: ActionRegistr
     runbook = load_runbook(path, registry)
     values = resolve_params(runbook, params, inventory)
     inv_ctx = inventory.as_template_context() if inventory is not None else {}
-    return runbook, build_plan(runbook, values, inv_ctx)
+    plan = build_plan(runbook, values, inv_ctx)
+    used = {s.action for s in (*plan.steps.values(), *plan.cleanup.values())}
+    plan.actions = {name: registry.get(name).identity() for name in sorted(used)}
+    return runbook, plan
 
 
 def validate_paths(paths: Iterable[Path], registry: ActionRegistry) -> list[tuple[Path, ValidationError | None]]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
+from typing import Any
 
 
 class Status(StrEnum):
@@ -41,6 +43,17 @@ TERMINAL: frozenset[Status] = frozenset({S.SUCCEEDED, S.FAILED, S.CANCELLED, S.S
 DONE_OK: frozenset[Status] = frozenset({S.SUCCEEDED, S.SKIPPED})
 """Statuses that satisfy a dependency."""
 ACTIVE: frozenset[Status] = frozenset({S.RUNNING, S.WAITING})
+FINISHED_RUN: frozenset[Status] = frozenset({S.SUCCEEDED, S.FAILED, S.CANCELLED})
+"""Run statuses that no longer change on their own (resume can still restart a failed or cancelled run)."""
+
+
+def run_settled(record: Mapping[str, Any]) -> bool:
+    """Nothing more happens to a run by itself: it finished, none of its steps still runs (a cancelled run's
+    running steps are being interrupted) and no cleanup step is left to run. Whoever follows a run (CLI,
+    event stream, chat progress) stops here, not at the first finished status."""
+    if record.get("status") not in FINISHED_RUN or record.get("cleanup") == "running":
+        return False
+    return int(record.get("n_active") or 0) <= 0
 
 
 def can_step(old: Status, new: Status) -> bool:

@@ -28,7 +28,7 @@ from engine.keys import (
     Keys,
 )
 from engine.plan import Plan
-from engine.states import DONE_OK, Status
+from engine.states import DONE_OK, Status, run_settled
 
 RUN_META = ("id", "runbook", "file", "launched_by", "source", "created", "started", "dry_run", "params")
 HOLDING = ("pending", "running", "waiting", "failed")
@@ -79,6 +79,8 @@ class Store:
         self._pop_due = client.register_script(scripts.POP_DUE)
         self._cancel = client.register_script(scripts.CANCEL)
         self._skip = client.register_script(scripts.SKIP)
+        self._fail_run = client.register_script(scripts.FAIL_RUN)
+        self._release_worker = client.register_script(scripts.RELEASE_WORKER)
         self._acquire = client.register_script(scripts.ACQUIRE)
         self._renew = client.register_script(scripts.RENEW)
         self._plans: dict[str, Plan] = {}
@@ -145,12 +147,14 @@ class Store:
         self.r.hset(k.run(run_id), mapping={"status": Status.CANCELLED.value, "reason": reason, "finished": now})
         self.r.xadd(k.events(run_id), {"type": "run", "status": "cancelled", "reason": reason, "t": now})
 
-    def fail_run(self, run_id: str, reason: str) -> None:
+    def fail_run(self, run_id: str, reason: str) -> bool:
+        """An active run fails (its parked steps stop) in one atomic step; False when it was not active.
+        Used when a run is fenced off (it lost a lock): its cleanup does not start, since another run may now
+        hold the cluster; resume takes the locks again."""
         k = self.keys
-        if self.r.hget(k.run(run_id), "status") in (b"running", b"pending"):
-            now = time.time()
-            self.r.hset(k.run(run_id), mapping={"status": Status.FAILED.value, "reason": reason, "finished": now})
-            self.r.xadd(k.events(run_id), {"type": "run", "status": "failed", "reason": reason, "t": now})
+        res = self._fail_run(keys=[k.run(run_id), k.statuses(run_id), k.events(run_id), k.timers],
+                             args=[reason, time.time(), run_id])
+        return _s(res[0]) == "ok"
 
     def renew_locks(self) -> int:
         """Extend the locks of every run that still holds them; drop those of finished runs."""
@@ -243,6 +247,26 @@ class Store:
                     out.append(rec)
         return out[:limit]
 
+    def any_unsettled_run(self, page: int = 500) -> bool:
+        """Whether any run, however old, may still change by itself (see states.run_settled): a pending,
+        running or waiting run, or a failed or cancelled one whose steps or cleanup still run."""
+        if self.r.zcard(self.keys.leases) or self.r.zcard(self.keys.timers):
+            return True
+        offset = 0
+        while True:
+            ids = [_s(x) for x in self.r.zrevrange(self.keys.runs, offset, offset + page - 1)]
+            if not ids:
+                return False
+            offset += len(ids)
+            pipe = self.r.pipeline(transaction=False)
+            for rid in ids:
+                pipe.hmget(self.keys.run(rid), "status", "cleanup", "n_active")
+            for status, cleanup, active in pipe.execute():
+                record = {"status": _s(status) if status else None, "cleanup": _s(cleanup) if cleanup else None,
+                          "n_active": _s(active) if active else 0}
+                if status is not None and not run_settled(record):
+                    return True
+
     def plan(self, run_id: str) -> Plan:
         """The run's plan; cached because a plan never changes once launched."""
         plan = self._plans.get(run_id)
@@ -326,7 +350,7 @@ class Store:
             keys=[k.run(run_id), k.statuses(run_id), k.remaining(run_id), k.step(run_id, step_id),
                   k.events(run_id), k.leases, k.timers],
             args=[step_id, token, status.value, encoded, error[:2000], time.time(), k.member(run_id, step_id),
-                  json.dumps(memory or {}), "1" if step.cleanup else "0", budget, plan.budgets.get(budget, 0),
+                  encode_memory(memory), "1" if step.cleanup else "0", budget, plan.budgets.get(budget, 0),
                   run_id, self.redeliver, *step.succ],
         )
         return _completion(res)
@@ -346,7 +370,7 @@ class Store:
         k = self.keys
         res = self._wait(
             keys=[k.statuses(run_id), k.step(run_id, step_id), k.events(run_id), k.leases, k.timers],
-            args=[step_id, token, kind, wake_at, reason[:500], json.dumps(memory), time.time(),
+            args=[step_id, token, kind, wake_at, reason[:500], encode_memory(memory), time.time(),
                   k.member(run_id, step_id)],
         )
         return bool(res)
@@ -355,7 +379,13 @@ class Store:
                   lease: float = LEASE_SECONDS) -> bool:
         k = self.keys
         return bool(self._heartbeat(keys=[k.step(run_id, step_id), k.leases],
-                                    args=[token, time.time() + lease, k.member(run_id, step_id), json.dumps(memory)]))
+                                    args=[token, time.time() + lease, k.member(run_id, step_id), encode_memory(memory)]))
+
+    def release_worker(self, worker: str) -> list[tuple[str, str]]:
+        """End the leases of every step ``worker`` (a ``host:pid`` that is known to be dead) was running, so
+        they are taken over now instead of when the lease runs out. Returns the (run, step) released."""
+        res = self._release_worker(keys=[self.keys.leases], args=[self.keys.prefix, worker, time.time()])
+        return [Keys.split_member(_s(m)) for m in res]
 
     def due_timers(self, limit: int = 500) -> list[tuple[str, str]]:
         return self._pop_due_from(self.keys.timers, limit)
@@ -366,6 +396,19 @@ class Store:
     def _pop_due_from(self, zset: str, limit: int) -> list[tuple[str, str]]:
         res = self._pop_due(keys=[zset], args=[time.time(), TIMER_REARM_SECONDS, limit])
         return [Keys.split_member(_s(m)) for m in res]
+
+    def forget_timers(self, run_id: str, step_ids: Iterable[str]) -> None:
+        """Drop timers and leases of steps of a run that no longer exists (else they re-arm forever)."""
+        members = [self.keys.member(run_id, sid) for sid in step_ids]
+        if members:
+            pipe = self.r.pipeline(transaction=False)
+            pipe.zrem(self.keys.timers, *members)
+            pipe.zrem(self.keys.leases, *members)
+            pipe.execute()
+
+    def run_status(self, run_id: str) -> Status | None:
+        raw = self.r.hget(self.keys.run(run_id), "status")
+        return Status(_s(raw)) if raw is not None else None
 
     def wake_now(self, run_id: str, step_id: str) -> None:
         k = self.keys
@@ -492,6 +535,12 @@ def encode_result(result: Any) -> str:
     return encoded
 
 
+def encode_memory(memory: Mapping[str, Any] | None) -> str:
+    """A step's saved progress as JSON. An action that keeps something JSON cannot hold (a set, an object)
+    gets its string form back after a takeover rather than a crash that would cost the step its lease."""
+    return json.dumps(memory or {}, default=str, separators=(",", ":"))
+
+
 def _field(value: Any) -> str | int | float:
     if isinstance(value, bool):
         return int(value)
@@ -500,8 +549,8 @@ def _field(value: Any) -> str | int | float:
     return json.dumps(value, default=str)
 
 
-_NUMERIC = {"created", "started", "finished", "n_steps", "n_done", "n_failed", "n_active", "attempt", "wake_at",
-            "lease_until", "token"}
+_COUNTS = ("n_steps", "n_done", "n_failed", "n_active", "n_cleanup", "n_cleanup_done")
+_NUMERIC = {"created", "started", "finished", "attempt", "wake_at", "lease_until", "token", *_COUNTS}
 _JSON = {"params", "launched_by_detail", "result", "memory", "decision", "locks"}
 _BOOL = {"dry_run"}
 
@@ -517,7 +566,7 @@ def _parse_record(raw: dict[str, str]) -> dict[str, Any]:
             out[key] = value not in ("", "0", "False", "false")
         else:
             out[key] = value
-    for key in ("n_steps", "n_done", "n_failed", "n_active"):
+    for key in _COUNTS:
         if out.get(key) is not None:
             out[key] = int(out[key])
     return out

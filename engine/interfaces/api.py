@@ -35,9 +35,9 @@ from engine.interfaces.policy import PermissionDenied
 from engine.interfaces.policy import Request as PolicyRequest
 from engine.interfaces.settings import ServerSettings, token_name
 from engine.service import Identity, Service
+from engine.states import run_settled
 
 log = logging.getLogger("hotswap.api")
-TERMINAL = {"succeeded", "failed", "cancelled"}
 API = "/api/v1"
 
 
@@ -303,6 +303,6 @@ def _sse(g: GuardedService, run_id: str, after: str) -> Iterator[str]:
             yield f"id: {eid}\nevent: {ev.get('type', 'message')}\ndata: {json.dumps(ev)}\n\n"
         if not batch:
             yield ": keep-alive\n\n"
-        if g.service.run(run_id)["status"] in TERMINAL and not g.events(run_id, last):
+        if run_settled(g.service.run(run_id)) and not g.events(run_id, last):
             yield f"event: end\ndata: {json.dumps({'run': run_id})}\n\n"
             return

@@ -32,9 +32,10 @@ from engine.errors import HotswapError, InvalidTransition, ValidationError
 from engine.interfaces.facade import RunbookCatalog, once
 from engine.interfaces.guard import GuardedService
 from engine.interfaces.policy import Policy
-from engine.interfaces.progress import APPROVE_ACTION, REJECT_ACTION, TERMINAL, RunView, follow
+from engine.interfaces.progress import APPROVE_ACTION, REJECT_ACTION, RunView, follow
 from engine.interfaces.settings import SlackSettings
 from engine.service import Identity, Service
+from engine.states import FINISHED_RUN
 
 log = logging.getLogger("hotswap.chatops")
 MAX_SKEW_SECONDS = 300
@@ -287,7 +288,7 @@ class SlackBot:
         """After a restart: pick up the progress messages of runs still active."""
         for status in ("pending", "running", "waiting"):
             for rec in self.service.runs(limit=1000, status=status):
-                if rec.get("chat_channel") and rec.get("status") not in TERMINAL:
+                if rec.get("chat_channel") and rec.get("status") not in FINISHED_RUN:
                     self.follow(rec["id"], str(rec["chat_channel"]))
 
     # ---- buttons ----

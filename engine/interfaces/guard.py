@@ -51,7 +51,7 @@ class GuardedService:
         path = Path(runbook) if by_path else self.catalog.path(str(runbook))
         rb, plan = self.service.plan(path, params)
         self.require(Request("launch", runbook=rb.name, clusters=self.policy.clusters_of(plan.params, self._inventory())))
-        return self.service.launch(path, params, self.who, dry_run=dry_run, executor=executor)
+        return self.service.launch_plan(rb, plan, self.who, dry_run=dry_run, executor=executor)
 
     # ---- reading ---------------------------------------------------------------------------------
     def status(self, run_id: str) -> dict[str, Any]:

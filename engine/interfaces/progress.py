@@ -20,9 +20,9 @@ from engine.errors import HotswapError
 from engine.interfaces.facade import once
 from engine.interfaces.settings import Notification
 from engine.service import Service
+from engine.states import FINISHED_RUN, run_settled
 
 log = logging.getLogger("hotswap.progress")
-TERMINAL = {"succeeded", "failed", "cancelled"}
 APPROVE_ACTION = "hotswap_approve"
 REJECT_ACTION = "hotswap_reject"
 MAX_GATE_BUTTONS = 10
@@ -61,7 +61,7 @@ class RunView:
                 self.started = self.started or t
                 self.finished = None
                 self.reason = ""
-            elif self.status in TERMINAL:
+            elif self.status in FINISHED_RUN:
                 self.finished = t
                 self.reason = ev.get("reason", "")
                 self.gates.clear()
@@ -137,7 +137,7 @@ def follow(service: Service, run_id: str, on_change: Callable[[RunView], None], 
         if rendered != shown:
             shown = rendered
             on_change(view)
-        if view.status in TERMINAL and not service.events(run_id, last):
+        if view.status in FINISHED_RUN and run_settled(service.run(run_id)) and not service.events(run_id, last):
             break
     return view
 
@@ -186,7 +186,7 @@ class Notifier:
             self.watching[rid] = _DONE
         for rec in self.service.runs(limit=100):
             rid = rec["id"]
-            if rid in self.watching or (rec["status"] in TERMINAL and (rec.get("created") or 0) < self.since):
+            if rid in self.watching or (rec["status"] in FINISHED_RUN and (rec.get("created") or 0) < self.since):
                 continue
             targets = self.matching(str(rec.get("runbook")))
             if not targets:

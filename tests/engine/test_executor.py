@@ -1,0 +1,290 @@
+"""The executor driven in this process against a real redis-server: no Celery, no worker processes.
+
+A tiny driver stands in for the broker (it runs what the executor publishes and what timers release),
+so each test reads as what happens to one run, step by step.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from actions import default_registry
+from actions.base import ActionContext, ActionRegistry, action, spec_of
+from engine.executor import Executor
+from engine.keys import Keys
+from engine.service import Identity, Service
+from engine.states import Status
+from engine.store import Store
+from tests.support.redis_server import RedisServer
+
+LEASE = 1.5
+
+
+class Driver:
+    """Runs published steps in order, like a broker and one worker would; timers too when asked."""
+
+    def __init__(self, store: Store, registry: ActionRegistry) -> None:
+        self.store = store
+        self.queue: list[tuple[str, str]] = []
+        self.executor = Executor(store, registry, self.enqueue, worker="test:1", lease=LEASE)
+        self.service = Service(store, registry, self.enqueue)
+
+    def enqueue(self, run_id: str, step_ids: list[str]) -> None:
+        self.queue.extend((run_id, sid) for sid in step_ids)
+
+    def drain(self) -> None:
+        while self.queue:
+            run_id, sid = self.queue.pop(0)
+            self.executor.run_step(run_id, sid)
+
+    def launch(self, path: Path, **params: Any) -> str:
+        return self.service.launch(path, params, Identity("alice", "cli"))
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server.url
+    server.stop()
+
+
+def make_store(url: str, prefix: str) -> Store:
+    return Store(redis.Redis.from_url(url), Keys(prefix))
+
+
+def registry_with(*funcs: Any) -> ActionRegistry:
+    return ActionRegistry([*default_registry(), *(spec_of(f) for f in funcs)])
+
+
+def runbook(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "rb.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_an_outcome_is_scrubbed_with_the_secret_resolved_at_start_even_if_it_is_gone_at_the_end(
+        redis_url: str, tmp_path: Path) -> None:
+    secret_file = tmp_path / "token"
+    secret_file.write_text("tok-3f9a-very-secret")
+
+    @action("test.use_secret_then_lose_it")
+    def use_secret(ctx: ActionContext, *, value: str, path: str) -> dict[str, Any]:
+        Path(path).unlink()  # the secret cannot be resolved again when the outcome is recorded
+        ctx.memory["seen"] = value
+        return {"echo": value}
+
+    store = make_store(redis_url, "t-secret:")
+    driver = Driver(store, registry_with(use_secret))
+    run = driver.launch(runbook(tmp_path, """
+name: secret
+params:
+  token: {type: secret}
+  file: {type: string}
+steps:
+  - id: use
+    action: test.use_secret_then_lose_it
+    with: {value: "{{ params.token }}", path: "{{ params.file }}"}
+"""), token=f"file:{secret_file}", file=str(secret_file))
+    driver.drain()
+    assert store.run(run)["status"] == Status.SUCCEEDED
+    step = store.step(run, "use")
+    assert step["result"] == {"echo": "***"}
+    for key in store.r.scan_iter("t-secret:*"):
+        kind = store.r.type(key).decode()
+        dump = (store.r.get(key) if kind == "string" else
+                store.r.hgetall(key) if kind == "hash" else
+                store.r.xrange(key) if kind == "stream" else
+                store.r.lrange(key, 0, -1) if kind == "list" else store.r.zrange(key, 0, -1))
+        assert b"tok-3f9a" not in repr(dump).encode(), f"secret stored in {key!r}"
+
+
+def test_a_step_keeping_non_json_memory_keeps_its_lease(redis_url: str, tmp_path: Path) -> None:
+    store = make_store(redis_url, "t-memory:")
+    observed: dict[str, Any] = {}
+
+    @action("test.odd_memory")
+    def odd_memory(ctx: ActionContext) -> dict[str, Any]:
+        ctx.memory["ids"] = {3, 1, 2}  # a set: not JSON
+        deadline = time.monotonic() + 3 * LEASE
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+        detail = store.step(ctx.run_id, ctx.step_id)
+        observed["lease_left"] = float(detail["lease_until"]) - time.time()
+        return {"ok": True}
+
+    driver = Driver(store, registry_with(odd_memory))
+    run = driver.launch(runbook(tmp_path, "name: odd\nsteps:\n  - id: odd\n    action: test.odd_memory\n"))
+    driver.drain()
+    assert observed["lease_left"] > 0, "the heartbeat stopped renewing the lease"
+    assert store.step(run, "odd")["attempt"] == 1
+    assert store.run(run)["status"] == Status.SUCCEEDED
+    assert driver.executor.heartbeats._thread is not None and driver.executor.heartbeats._thread.is_alive()
+
+
+def test_cancelling_a_run_does_not_interrupt_its_cleanup_steps(redis_url: str, tmp_path: Path) -> None:
+    store = make_store(redis_url, "t-cleanup:")
+    driver = Driver(store, default_registry())
+    run = driver.launch(runbook(tmp_path, """
+name: cleanup-survives
+steps:
+  - id: long
+    action: core.sleep
+    with: {seconds: 60}
+cleanup:
+  - id: restore
+    action: core.sleep
+    with: {seconds: 1.5}
+"""))
+    worker = threading.Thread(target=driver.drain)
+    worker.start()
+    deadline = time.monotonic() + 10
+    while store.step(run, "long")["status"] != Status.RUNNING:
+        assert time.monotonic() < deadline, "step never started"
+        time.sleep(0.05)
+    running, start_cleanup = store.cancel(run, "alice")
+    assert running == ["long"] and not start_cleanup
+    worker.join(timeout=20)
+    assert not worker.is_alive()
+    assert store.step(run, "long")["status"] == Status.FAILED
+    restore = store.step(run, "restore")
+    assert restore["status"] == Status.SUCCEEDED, restore.get("error")
+    record = store.run(run)
+    assert record["status"] == Status.CANCELLED and record["cleanup"] == "done"
+    assert record["n_cleanup"] == 1 and record["n_cleanup_done"] == 1
+
+
+def test_status_lists_cleanup_steps_with_their_outcome(redis_url: str, tmp_path: Path) -> None:
+    store = make_store(redis_url, "t-status:")
+    driver = Driver(store, default_registry())
+    run = driver.launch(runbook(tmp_path, """
+name: shows-cleanup
+steps:
+  - id: boom
+    action: core.fail
+    with: {message: planned failure}
+cleanup:
+  - id: tidy
+    action: core.echo
+    with: {message: tidy up}
+"""))
+    driver.drain()
+    status = driver.service.status(run)
+    assert [s["id"] for s in status["steps"]] == ["boom"]
+    assert [(s["id"], s["status"]) for s in status["cleanup"]] == [("tidy", "succeeded")]
+
+
+def test_a_fenced_run_fails_atomically_and_stops_its_parked_steps(redis_url: str, tmp_path: Path) -> None:
+    store = make_store(redis_url, "t-fence:")
+    driver = Driver(store, default_registry())
+    run = driver.launch(runbook(tmp_path, """
+name: fenced
+locks: ["cluster:x"]
+steps:
+  - parallel:
+      - id: gate
+        action: core.approve
+        with: {message: wait here}
+      - id: next
+        action: core.echo
+        with: {message: hi}
+"""))
+    driver.queue = [(r, s) for r, s in driver.queue if s == "gate"]
+    driver.drain()
+    assert store.step(run, "gate")["status"] == Status.WAITING
+    store.r.zadd(store.keys.lock("cluster:x"), {run: 1})  # the lease lapsed: nobody renewed it
+    assert driver.executor.run_step(run, "next") == "lost_lock"
+    record = store.run(run)
+    assert record["status"] == Status.FAILED and "lost its lock 'cluster:x'" in record["reason"]
+    assert store.step(run, "gate")["status"] == Status.CANCELLED
+    assert store.fail_run(run, "again") is False
+    assert record["n_active"] == 0
+
+
+def test_timers_of_a_vanished_run_are_dropped_not_rearmed_forever(redis_url: str) -> None:
+    from engine.celery_app import Runtime, make_app
+
+    rt = Runtime(make_app(redis_url))
+    member = Keys.member("no-such-run", "step")
+    rt.store.r.zadd(rt.store.keys.timers, {member: 0})
+    rt.store.r.zadd(rt.store.keys.leases, {member: 0})
+    rt.tick()
+    assert rt.store.r.zscore(rt.store.keys.timers, member) is None
+    assert rt.store.r.zscore(rt.store.keys.leases, member) is None
+
+
+def _mover_v1() -> Any:
+    @action("test.move")
+    def move(ctx: ActionContext, *, osd: int) -> dict[str, Any]:
+        return {"moved": osd}
+    return move
+
+
+def _mover_renamed() -> Any:
+    @action("test.move")
+    def move(ctx: ActionContext, *, osds: list[int]) -> dict[str, Any]:
+        return {"moved": osds}
+    return move
+
+
+def _mover_v2_same_params() -> Any:
+    @action("test.move", version=2)
+    def move(ctx: ActionContext, *, osd: int) -> dict[str, Any]:
+        return {"moved": osd, "semantics": "new"}
+    return move
+
+
+def _mover_extra_optional() -> Any:
+    @action("test.move")
+    def move(ctx: ActionContext, *, osd: int, dry: bool = False) -> dict[str, Any]:
+        return {"moved": osd, "dry": dry}
+    return move
+
+
+MOVE = """
+name: move
+steps:
+  - id: move
+    action: test.move
+    with: {osd: 3}
+"""
+
+
+@pytest.mark.parametrize(("deployed", "reason"), [
+    (_mover_renamed, "no longer accepts the planned arguments"),
+    (_mover_v2_same_params, "is version 2 on this worker, the run was planned with version 1"),
+    (None, "this worker has no action test.move"),
+])
+def test_a_step_whose_action_changed_in_a_deploy_waits_for_a_compatible_worker(
+        redis_url: str, tmp_path: Path, deployed: Any, reason: str) -> None:
+    store = make_store(redis_url, f"t-deploy-{reason[:8].replace(' ', '')}:")
+    launcher = Driver(store, registry_with(_mover_v1()))
+    run = launcher.launch(runbook(tmp_path, MOVE))
+    new_worker = Driver(store, registry_with(deployed()) if deployed else default_registry())
+    new_worker.queue, launcher.queue = launcher.queue, []
+    new_worker.drain()
+    step = store.step(run, "move")
+    assert step["status"] == Status.WAITING and step["wait_kind"] == "deploy"
+    assert reason in step["waiting_reason"] and "cancel the run" in step["waiting_reason"]
+    assert store.run(run)["status"] == Status.RUNNING
+    assert next(ev for _, ev in store.events(run) if ev.get("type") == "attention")["step"] == "move"
+    store.wake_now(run, "move")
+    launcher.queue = [(r, s) for r, s in store.due_timers() if r == run]
+    launcher.drain()  # a worker that still has the planned action runs it
+    assert store.step(run, "move")["result"] == {"moved": 3}
+    assert store.run(run)["status"] == Status.SUCCEEDED
+
+
+def test_a_compatible_change_to_an_action_does_not_hold_its_steps(redis_url: str, tmp_path: Path) -> None:
+    store = make_store(redis_url, "t-deploy-ok:")
+    run = Driver(store, registry_with(_mover_v1())).launch(runbook(tmp_path, MOVE))
+    new_worker = Driver(store, registry_with(_mover_extra_optional()))
+    new_worker.queue = [(run, "move")]
+    new_worker.drain()
+    assert store.step(run, "move")["result"] == {"moved": 3, "dry": False}
