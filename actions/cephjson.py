@@ -566,3 +566,167 @@ def parse_number(stdout: str, what: str) -> float:
 
 def names(osds: Iterable[int]) -> str:
     return ", ".join(f"osd.{o}" for o in osds)
+
+
+# -- daemons: mons and mgrs -------------------------------------------------------------------------
+
+
+def same_host(a: str | None, b: str | None) -> bool:
+    """Host names compared by their short form: metadata may say ``node1.example.com``, CRUSH ``node1``."""
+    if not a or not b:
+        return False
+    return a.split(".")[0].lower() == b.split(".")[0].lower()
+
+
+def mon_hosts(mon_dump: Mapping[str, Any], mon_metadata: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """mon name -> the host it runs on: ``hostname`` of ``mon metadata``, else the mon's own name
+    (a mon that never reported metadata is assumed to be named after its host, as cephadm names them)."""
+    reported = {str(m.get("name")): str(m.get("hostname") or "") for m in mon_metadata}
+    return {str(m["name"]): reported.get(str(m["name"])) or str(m["name"]) for m in mon_dump.get("mons") or []}
+
+
+def mon_quorum(mon_dump: Mapping[str, Any]) -> list[str]:
+    """Names of the mons in quorum (``mon dump`` lists quorum ranks)."""
+    ranks = {int(r) for r in mon_dump.get("quorum") or []}
+    return [str(m["name"]) for m in mon_dump.get("mons") or [] if int(m.get("rank", -1)) in ranks]
+
+
+@dataclass(frozen=True)
+class Mgrs:
+    active: str | None
+    available: bool
+    standbys: tuple[str, ...]
+    hosts: Mapping[str, str]
+    """mgr name -> host (``mgr metadata`` hostname, else the mgr's name)."""
+
+    def host_of(self, name: str) -> str:
+        return self.hosts.get(name) or name
+
+
+def parse_mgrs(mgr_dump: Mapping[str, Any], mgr_metadata: Iterable[Mapping[str, Any]]) -> Mgrs:
+    reported = {str(m.get("name")): str(m.get("hostname") or "") for m in mgr_metadata}
+    active = str(mgr_dump.get("active_name") or "") or None
+    standbys = tuple(str(s.get("name")) for s in mgr_dump.get("standbys") or [])
+    return Mgrs(active, bool(mgr_dump.get("available")), standbys, reported)
+
+
+# -- pools, CRUSH rules and failure domains ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pool:
+    id: int
+    name: str
+    erasure: bool
+    size: int
+    min_size: int
+    rule: int
+
+    def describe(self) -> str:
+        kind = f"erasure-coded, k+m={self.size}" if self.erasure else f"replicated, size {self.size}"
+        return f"pool '{self.name}' ({kind}, min_size {self.min_size})"
+
+
+def parse_pools(detail: Iterable[Mapping[str, Any]]) -> list[Pool]:
+    """``osd pool ls detail``: type 1 is replicated, 3 erasure (its size is k+m)."""
+    return [Pool(int(p["pool_id"]), str(p["pool_name"]), int(p.get("type", 1)) == 3, int(p["size"]),
+                 int(p["min_size"]), int(p["crush_rule"])) for p in detail]
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: int
+    name: str
+    root: str
+    device_class: str | None
+    domain: str
+    """The bucket type replicas/chunks are spread over (the last choose step's type)."""
+
+
+def parse_rules(dump: Iterable[Mapping[str, Any]]) -> dict[int, Rule]:
+    """``osd crush rule dump``. ``take default~hdd`` means root ``default``, device class ``hdd``.
+    With several choose steps the last one's type is taken: each replica needs its own bucket of it."""
+    rules: dict[int, Rule] = {}
+    for r in dump:
+        root, cls, domain = "default", None, "osd"
+        for step in r.get("steps") or []:
+            op = str(step.get("op", ""))
+            if op == "take":
+                root, _, klass = str(step.get("item_name", "default")).partition("~")
+                cls = klass or None
+            elif op.startswith("choose"):
+                domain = str(step.get("type", "osd"))
+        rules[int(r["rule_id"])] = Rule(int(r["rule_id"]), str(r["rule_name"]), root, cls, domain)
+    return rules
+
+
+def failure_domains(
+    tree: Mapping[str, Any], rule: Rule, without: Iterable[int] = ()
+) -> dict[str, float]:
+    """Buckets of the rule's failure-domain type under its root that hold CRUSH weight (OSDs of its
+    device class, except ``without``), with that weight. An OSD counts as its own domain for type osd."""
+    nodes = {int(n["id"]): n for n in tree.get("nodes") or []}
+    gone = set(without)
+    roots = [n for n in nodes.values() if n.get("name") == rule.root and int(n["id"]) < 0]
+    weights: dict[str, float] = {}
+
+    def walk(node: Mapping[str, Any], domain: str | None) -> None:
+        nid = int(node["id"])
+        if node.get("type") == rule.domain:
+            domain = str(node.get("name"))
+        if nid >= 0:
+            if nid in gone or (rule.device_class and node.get("device_class") != rule.device_class):
+                return
+            weight = float(node.get("crush_weight", 0.0))
+            if weight > 0 and domain is not None:
+                weights[domain] = weights.get(domain, 0.0) + weight
+            return
+        for child in node.get("children") or []:
+            if int(child) in nodes:
+                walk(nodes[int(child)], domain)
+
+    for root in roots:
+        walk(root, None)
+    return weights
+
+
+def placement_problems(
+    pools: Iterable[Pool], rules: Mapping[int, Rule], tree: Mapping[str, Any], leaving: Iterable[int], host: str
+) -> list[str]:
+    """Pools that could not place every replica (or every k+m chunk) in a distinct failure domain once
+    the OSDs ``leaving`` hold no weight; worse when even ``min_size`` would not fit."""
+    out = list(leaving)
+    problems = []
+    for pool in pools:
+        rule = rules.get(pool.rule)
+        if rule is None:
+            problems.append(f"{pool.describe()} uses CRUSH rule {pool.rule}, which 'osd crush rule dump' lacks")
+            continue
+        left = len(failure_domains(tree, rule, out))
+        if left >= pool.size:
+            continue
+        worst = "below min_size: its PGs would stop serving I/O" if left < pool.min_size else (
+            "data could not be re-replicated, it would stay degraded")
+        problems.append(
+            f"{pool.describe()} needs {pool.size} {rule.domain}s under '{rule.root}' (rule '{rule.name}') and only "
+            f"{left} would hold weight without {host} ({worst}): add a {rule.domain} first")
+    return problems
+
+
+def hosts_down_problems(
+    pools: Iterable[Pool], rules: Mapping[int, Rule], tree: Mapping[str, Any], max_hosts_down: int
+) -> list[str]:
+    """``max_hosts_down`` hosts out at once must leave every host-domain pool room for all its replicas."""
+    problems = []
+    for pool in pools:
+        rule = rules.get(pool.rule)
+        if rule is None or rule.domain != "host":
+            continue
+        hosts = len(failure_domains(tree, rule))
+        spare = hosts - pool.size
+        if max_hosts_down > spare:
+            problems.append(
+                f"max_hosts_down {max_hosts_down} in the inventory lets {max_hosts_down} host(s) be out at once, "
+                f"but {pool.describe()} spans {hosts} hosts, so at most {max(spare, 0)} may be: lower "
+                f"max_hosts_down to {max(spare, 0)} or add hosts")
+    return problems

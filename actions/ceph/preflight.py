@@ -1,4 +1,8 @@
-"""Pre-flight of a host replacement or drain: what the cluster must allow before anything moves."""
+"""Pre-flight of a host replacement or drain: what the cluster must allow before anything moves.
+
+Each refusal names the reason and what to do. Everything is read from the cluster's own maps (mon
+map and metadata, mgr map, pools and CRUSH rules, OSD tree/dump/df); inventory roles are only a hint.
+"""
 
 from __future__ import annotations
 
@@ -6,30 +10,8 @@ from typing import Any
 
 from actions import cephjson as cj
 from actions.base import ActionContext, action
-from actions.ceph.common import (
-    ok_to_stop_verdict,
-    read,
-    read_summary,
-    refuse,
-)
+from actions.ceph.common import ok_to_stop_verdict, read, read_summary, refuse, run
 from engine.errors import ActionError
-
-
-def _max_pool_size(dump: dict[str, Any]) -> int:
-    return max((int(p.get("size", 0)) for p in dump.get("pools") or []), default=0)
-
-
-def _weighted_hosts(tree: dict[str, Any]) -> dict[str, float]:
-    """CRUSH host buckets and the sum of their OSDs' CRUSH weights."""
-    osds = cj.tree_osds(tree)
-    hosts: dict[str, float] = {}
-    for osd in osds.values():
-        if osd.host is not None:
-            hosts[osd.host] = hosts.get(osd.host, 0.0) + osd.crush_weight
-    for node in tree.get("nodes") or []:
-        if node.get("type") == "host":
-            hosts.setdefault(str(node["name"]), 0.0)
-    return hosts
 
 
 def projected_utilization(df: dict[str, Any], leaving: list[int]) -> dict[int, float]:
@@ -47,10 +29,10 @@ def projected_utilization(df: dict[str, Any], leaving: list[int]) -> dict[int, f
     return out
 
 
-def _preflight_problems(
-    summary: cj.Summary, dump: dict[str, Any], tree: dict[str, Any], df: dict[str, Any],
-    host: str, osds: list[int], allowed: list[str],
+def data_problems(
+    summary: cj.Summary, dump: dict[str, Any], df: dict[str, Any], osds: list[int], allowed: list[str]
 ) -> tuple[list[str], dict[str, Any]]:
+    """Health, data movement, OSDs down elsewhere and the nearfull projection."""
     problems: list[str] = []
     unexpected = summary.health.unexpected(allowed)
     if unexpected:
@@ -59,28 +41,59 @@ def _preflight_problems(
         bad = ", ".join(f"{n} {s}" for s, n in sorted(cj.unclean(summary.pg_states).items()))
         problems.append(f"data is moving or degraded ({bad or f'misplaced {summary.misplaced_ratio:.1%}'}): "
                         "wait until every PG is active+clean")
-    osd_states = cj.dump_osds(dump)
-    others_down = [o for o, st in osd_states.items() if o not in osds and st.in_ and not st.up]
+    others_down = [o for o, st in cj.dump_osds(dump).items() if o not in osds and st.in_ and not st.up]
     if others_down:
         problems.append(f"{cj.names(others_down)} down on other hosts: fix them first")
-    hosts = _weighted_hosts(tree)
-    remaining = sorted(h for h, w in hosts.items() if h != host and w > 0)
-    size = _max_pool_size(dump)
-    if len(remaining) < size:
-        problems.append(f"only {len(remaining)} host(s) with weight would remain for pools of size {size}: "
-                        "the data could not be re-replicated")
     nearfull = float(dump.get("nearfull_ratio", 0.85) or 0.85)
     projected = projected_utilization(df, osds)
     fullest = max(projected.items(), key=lambda kv: kv[1], default=(None, 0.0))
     if fullest[0] is not None and fullest[1] >= nearfull:
         problems.append(f"osd.{fullest[0]} would reach {fullest[1]:.1%} used (nearfull ratio {nearfull:.1%}): "
                         "add capacity first")
-    facts = {
-        "remaining_hosts": remaining,
-        "max_pool_size": size,
-        "nearfull_ratio": nearfull,
-        "projected_max_utilization": round(fullest[1], 4),
-    }
+    return problems, {"nearfull_ratio": nearfull, "projected_max_utilization": round(fullest[1], 4)}
+
+
+def placement_facts(
+    pools: list[cj.Pool], rules: dict[int, cj.Rule], tree: dict[str, Any], host: str, osds: list[int],
+    max_hosts_down: int,
+) -> tuple[list[str], dict[str, Any]]:
+    problems = cj.placement_problems(pools, rules, tree, osds, host)
+    problems += cj.hosts_down_problems(pools, rules, tree, max_hosts_down)
+    domains = {p.name: len(cj.failure_domains(tree, rules[p.rule], osds)) for p in pools if p.rule in rules}
+    return problems, {"pools": [p.describe() for p in pools], "domains_left": domains,
+                      "max_hosts_down": max_hosts_down}
+
+
+def daemon_problems(
+    ctx: ActionContext, cluster: Any, host: str, mon_ok_to_stop: bool
+) -> tuple[list[str], dict[str, Any]]:
+    """The admin endpoint, monitors and the only active mgr must not sit on the host."""
+    problems: list[str] = []
+    if cj.same_host(cluster.admin_host, host):
+        problems.append(f"{host} is the admin endpoint of cluster {cluster.name} (its 'admin_host' in the "
+                        f"inventory): every ceph command of the run goes through it; move admin_host to another "
+                        f"host with a client.admin keyring first")
+    mon_dump = read(ctx, cluster, "mon", "dump")
+    mons = cj.mon_hosts(mon_dump, read(ctx, cluster, "mon", "metadata"))
+    here = sorted(m for m, h in mons.items() if cj.same_host(h, host))
+    for mon in here:
+        why = ""
+        if mon_ok_to_stop:
+            verdict = run(ctx, cluster, "mon", "ok-to-stop", mon, mutating=False, check=False)
+            stderr = verdict.stderr.strip().splitlines()
+            why = (f"; 'ceph mon ok-to-stop {mon}': " + (stderr[-1] if stderr else f"exit {verdict.exit_code}")
+                   if verdict.exit_code != 0 else f"; ok-to-stop says {mon} may stop, but the quorum would "
+                   f"shrink to {len(mons) - 1} for the whole replacement")
+        problems.append(f"{host} carries monitor mon.{mon} ({len(mons)} mons, quorum "
+                        f"{', '.join(cj.mon_quorum(mon_dump))}){why}: move the monitor to another host first "
+                        f"(add a mon elsewhere, then 'ceph mon remove {mon}')")
+    mgrs = cj.parse_mgrs(read(ctx, cluster, "mgr", "dump"), read(ctx, cluster, "mgr", "metadata"))
+    standbys = [s for s in mgrs.standbys if not cj.same_host(mgrs.host_of(s), host)]
+    if mgrs.active and cj.same_host(mgrs.host_of(mgrs.active), host) and not standbys:
+        problems.append(f"{host} runs the only active mgr (mgr.{mgrs.active}) and no standby mgr runs elsewhere: "
+                        f"without a mgr 'pg stat', 'osd df', ok-to-stop and safe-to-destroy stop answering; "
+                        f"start a standby mgr on another host first")
+    facts = {"mons": mons, "mons_on_host": here, "mgr_active": mgrs.active, "mgr_standbys": list(mgrs.standbys)}
     return problems, facts
 
 
@@ -92,15 +105,21 @@ def preflight(
     host: str,
     allowed_checks: list[str] | None = None,
     check_ok_to_stop: bool = True,
+    check_daemons: bool = True,
+    max_hosts_down: int | None = None,
 ) -> dict[str, Any]:
     """Check that the OSDs of CRUSH host ``host`` may be drained and taken out now, and record them.
 
-    Refuses unless: health is OK (or only ``allowed_checks`` are raised); every PG is active+clean
-    with nothing misplaced (no recovery running); no OSD of another host is down; enough hosts with
-    weight remain for the largest pool size; the remaining OSDs can absorb the host's data below the
-    nearfull ratio; and ``ceph osd ok-to-stop`` agrees for the host's OSDs. Returns ``osds``, their
-    CRUSH ``weights`` (keyed by id as text), ``weight`` (the largest, to restore them like for like),
-    the host's inventory ``devices`` and the facts checked.
+    Refuses, naming the reason and what to do, when: ``host`` is the cluster's admin endpoint, carries
+    a monitor (from the mon map and ``mon metadata``; ``ceph mon ok-to-stop`` is quoted), or runs the
+    only active mgr with no standby elsewhere (``check_daemons: false`` skips these three); a pool
+    could not place ``size`` replicas or ``k+m`` chunks in distinct failure domains of its CRUSH rule
+    without the host (or would drop below ``min_size``); ``max_hosts_down`` (default: the inventory's)
+    hosts out at once would exceed what the pools allow; health is not OK (beyond ``allowed_checks``);
+    a PG is not active+clean or objects are misplaced; an OSD of another host is down; the remaining
+    OSDs would pass the nearfull ratio with the host's data; ``ceph osd ok-to-stop`` says no. Returns
+    ``osds``, their CRUSH ``weights`` (keyed by id as text), ``weight`` (the largest, to restore them
+    like for like), the host's inventory ``devices`` and the facts checked.
     """
     c = ctx.inventory.cluster(cluster)
     allowed = list(allowed_checks or [])
@@ -111,9 +130,20 @@ def preflight(
     if not osds:
         raise ActionError(f"CRUSH host bucket '{host}' holds no OSD")
     dump = read(ctx, c, "osd", "dump")
-    problems, facts = _preflight_problems(
-        read_summary(ctx, c), dump, tree, read(ctx, c, "osd", "df"), host, osds, allowed
-    )
+    problems: list[str] = []
+    facts: dict[str, Any] = {}
+    if check_daemons:
+        found, facts = daemon_problems(ctx, c, host, check_ok_to_stop)
+        problems += found
+    pools = cj.parse_pools(read(ctx, c, "osd", "pool", "ls", "detail"))
+    rules = cj.parse_rules(read(ctx, c, "osd", "crush", "rule", "dump"))
+    limit = c.max_hosts_down if max_hosts_down is None else max_hosts_down
+    found, more = placement_facts(pools, rules, tree, host, osds, limit)
+    problems += found
+    facts.update(more)
+    found, more = data_problems(read_summary(ctx, c), dump, read(ctx, c, "osd", "df"), osds, allowed)
+    problems += found
+    facts.update(more)
     states = cj.dump_osds(dump)
     up = [o for o in osds if o in states and states[o].up]
     if check_ok_to_stop and up:
@@ -125,7 +155,7 @@ def preflight(
     weights = cj.crush_weights(tree, osds)
     known = ctx.inventory.hosts.get(host)
     ctx.log.info(f"{host}: {cj.names(osds)}, weights {', '.join(f'{w:g}' for w in weights.values())}; "
-                 f"{len(facts['remaining_hosts'])} host(s) remain; projected max use "
+                 f"failure domains left per pool {facts['domains_left']}; projected max use "
                  f"{facts['projected_max_utilization']:.1%}")
     return {
         "host": host,

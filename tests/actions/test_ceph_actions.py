@@ -56,12 +56,26 @@ PHASE_FILES = {
     ("pg", "stat"): "{phase}_pg_stat.json",
 }
 
+CLUSTER_FILES = {
+    ("mon", "dump"): "mon_dump.json",
+    ("mon", "metadata"): "mon_metadata.json",
+    ("mgr", "dump"): "mgr_dump.json",
+    ("mgr", "metadata"): "mgr_metadata.json",
+    ("osd", "pool", "ls", "detail"): "osd_pool_ls_detail.json",
+    ("osd", "crush", "rule", "dump"): "osd_crush_rule_dump.json",
+    ("config", "dump"): "config_dump.json",
+}
+"""Daemon maps, pools and rules: from the 1-mon lab of the phase captures (``probe/``) or from the
+3-mon lab with an erasure-coded pool (``prodlab/``), chosen by ``Replay(cluster=...)``."""
+
 
 class Replay:
     """A test double for ``ctx.ssh`` answering from captured ceph outputs."""
 
-    def __init__(self, phase: str = "healthy", dump: str = "probe/osd_dump_healthy.json", dry_run: bool = False):
+    def __init__(self, phase: str = "healthy", dump: str = "probe/osd_dump_healthy.json", dry_run: bool = False,
+                 cluster: str = "probe"):
         self.phase = phase
+        self.cluster = cluster
         self.dump = dump
         self.dry_run = dry_run
         self.docs: dict[tuple[str, ...], Any] = {}
@@ -114,6 +128,8 @@ class Replay:
             return Reply(stdout=text(PHASE_FILES[cmd].format(phase=self.phase)))
         if cmd == ("osd", "dump"):
             return Reply(stdout=text(self.dump))
+        if cmd in CLUSTER_FILES:
+            return Reply(stdout=text(f"{self.cluster}/{CLUSTER_FILES[cmd]}"))
         if cmd == ("config", "get", "mgr", "mgr_stats_period"):
             return Reply(stdout="\n1\n")
         if mutating:

@@ -1,4 +1,4 @@
-"""ceph.rebalance_step and ceph.preflight, driven by outputs captured on a real cluster (see
+"""ceph.rebalance_step, driven by outputs captured on a real cluster (see
 test_ceph_actions for the Replay double of ``ctx.ssh``). The real-lab runs are in tests/lab_e2e."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pytest
 
 from actions import ceph
 from actions.base import NotYet
-from engine.errors import ActionError, SafetyCheckFailed
-from tests.actions.test_ceph_actions import Replay, Reply, age, context, doc, text
+from engine.errors import ActionError
+from tests.actions.test_ceph_actions import Replay, age, context, doc
 
 
 def df(**changes: dict[str, Any]) -> dict[str, Any]:
@@ -107,66 +107,3 @@ def test_rebalance_step_dry_run_records_one_round() -> None:
 def test_rebalance_step_parameter_errors() -> None:
     with pytest.raises(ActionError, match="step and min_reweight"):
         ceph.rebalance_step(context(Replay()), cluster="lab", max_spread=2, step=0)
-
-
-# -- pre-flight ------------------------------------------------------------------------------------
-
-OK_TO_STOP_01 = ("osd", "ok-to-stop", "0", "1")
-
-
-def preflight_replay(phase: str = "healthy") -> Replay:
-    replay = Replay(phase)
-    replay.answer(OK_TO_STOP_01, Reply(stdout=text("precheck_ok_to_stop.json")))
-    return replay
-
-
-def test_preflight_records_the_node_and_its_facts() -> None:
-    result = ceph.preflight(context(preflight_replay()), cluster="lab", host="node1")
-    assert result["ok"] and result["problems"] == []
-    assert (result["osds"], result["weights"], result["weight"]) == ([0, 1], {"0": 1.0, "1": 1.0}, 1.0)
-    assert result["devices"] == ["/dev/sdb", "/dev/sdc"]
-    assert result["remaining_hosts"] == ["node2", "node3"] and result["max_pool_size"] == 2
-    assert 0.08 < result["projected_max_utilization"] < 0.2
-
-
-def test_preflight_refuses_while_data_moves() -> None:
-    with pytest.raises(SafetyCheckFailed, match="data is moving"):
-        ceph.preflight(context(preflight_replay("rebalancing_step2")), cluster="lab", host="node1")
-
-
-def test_preflight_refuses_when_too_few_hosts_would_remain() -> None:
-    replay = preflight_replay()
-    dump = copy.deepcopy(doc("probe/osd_dump_healthy.json"))
-    for pool in dump["pools"]:
-        pool["size"] = 3
-    replay.docs[("osd", "dump")] = dump
-    with pytest.raises(SafetyCheckFailed, match="only 2 host"):
-        ceph.preflight(context(replay), cluster="lab", host="node1")
-
-
-def test_preflight_refuses_when_the_rest_cannot_absorb_the_data() -> None:
-    replay = preflight_replay()
-    full = {"kb_used": 700_000}
-    replay.docs[("osd", "df")] = df(osd0=full, osd1=full, osd2=full, osd3=full, osd4=full, osd5=full)
-    with pytest.raises(SafetyCheckFailed, match="nearfull ratio"):
-        ceph.preflight(context(replay), cluster="lab", host="node1")
-
-
-def test_preflight_refuses_when_ok_to_stop_says_no() -> None:
-    replay = preflight_replay()
-    replay.answer(OK_TO_STOP_01, Reply(rc=16, stdout='{"ok_to_stop":false,"osds":[0,1],"num_ok_pgs":10,'
-                                                    '"num_not_ok_pgs":2,"bad_become_inactive":["2.1","2.3"]}'))
-    with pytest.raises(SafetyCheckFailed, match=r"2\.1, 2\.3"):
-        ceph.preflight(context(replay), cluster="lab", host="node1")
-
-
-def test_preflight_of_an_unknown_host_fails() -> None:
-    with pytest.raises(ActionError, match="no CRUSH host bucket 'node9'"):
-        ceph.preflight(context(preflight_replay()), cluster="lab", host="node9")
-
-
-def test_preflight_dry_run_reports_problems_instead_of_failing() -> None:
-    replay = Replay("rebalancing_step2", dry_run=True)
-    replay.answer(OK_TO_STOP_01, Reply(stdout=text("precheck_ok_to_stop.json")))
-    result = ceph.preflight(context(replay), cluster="lab", host="node1")
-    assert not result["ok"] and "data is moving" in result["problems"][0]

@@ -386,3 +386,47 @@ def test_stats_lag_and_config_value() -> None:
         cj.parse_number('"five"', "config get")
     with pytest.raises(ActionError, match="valid JSON"):
         cj.loads("Error EACCES", "config get")
+
+
+# -- daemons, pools and failure domains --------------------------------------------------------------
+
+
+def test_mon_hosts_from_metadata_and_quorum_from_the_mon_map() -> None:
+    mons = cj.mon_hosts(sample("prodlab/mon_dump.json"), sample("prodlab/mon_metadata.json"))
+    assert mons == {"admin": "admin", "node1": "node1", "node2": "node2"}
+    assert cj.mon_quorum(sample("prodlab/mon_dump.json")) == ["admin", "node1", "node2"]
+    assert cj.mon_hosts(sample("prodlab/mon_dump.json"), []) == {"admin": "admin", "node1": "node1", "node2": "node2"}
+    assert cj.same_host("node1.example.com", "NODE1") and not cj.same_host("node1", "node10")
+
+
+def test_mgrs_active_and_standbys() -> None:
+    mgrs = cj.parse_mgrs(sample("prodlab/mgr_dump.json"), sample("prodlab/mgr_metadata.json"))
+    assert (mgrs.active, mgrs.standbys, mgrs.available) == ("admin", ("node1",), True)
+    assert mgrs.host_of("node1") == "node1" and mgrs.host_of("unknown") == "unknown"
+    alone = cj.parse_mgrs(sample("probe/mgr_dump.json"), sample("probe/mgr_metadata.json"))
+    assert (alone.active, alone.standbys, alone.host_of("x")) == ("x", (), "vm")
+
+
+def test_pools_and_rules_of_the_erasure_coded_lab() -> None:
+    pools = {p.name: p for p in cj.parse_pools(sample("prodlab/osd_pool_ls_detail.json"))}
+    assert (pools["lab"].erasure, pools["lab"].size, pools["lab"].min_size) == (False, 3, 2)
+    assert (pools["lab-ec"].erasure, pools["lab-ec"].size, pools["lab-ec"].rule) == (True, 3, 1)
+    rules = cj.parse_rules(sample("prodlab/osd_crush_rule_dump.json"))
+    assert [(r.name, r.root, r.domain, r.device_class) for r in rules.values()] == [
+        ("replicated_rule", "default", "host", None), ("lab-ec", "default", "host", None)]
+    classed = cj.parse_rules([{"rule_id": 5, "rule_name": "ssd", "steps": [
+        {"op": "take", "item": -12, "item_name": "default~ssd"}, {"op": "chooseleaf_firstn", "num": 0, "type": "host"},
+        {"op": "emit"}]}])
+    assert (classed[5].root, classed[5].device_class) == ("default", "ssd")
+
+
+def test_failure_domains_count_weighted_buckets_without_the_leaving_osds() -> None:
+    rule = cj.parse_rules(sample("prodlab/osd_crush_rule_dump.json"))[0]
+    tree = sample("healthy_osd_tree.json")
+    assert cj.failure_domains(tree, rule) == {"node1": 2.0, "node2": 2.0, "node3": 2.0}
+    assert set(cj.failure_domains(tree, rule, [0, 1])) == {"node2", "node3"}
+    assert set(cj.failure_domains(sample("rebalancing_step4_osd_tree.json"), rule)) == {"node2", "node3"}
+    per_osd = cj.Rule(9, "osd", "default", None, "osd")
+    assert len(cj.failure_domains(tree, per_osd, [5])) == 5
+    ssd = cj.Rule(9, "ssd", "default", "ssd", "host")
+    assert cj.failure_domains(tree, ssd) == {}
