@@ -330,6 +330,7 @@ class Executor:
             deadline = memory["first_started"] + step.timeout if step.timeout else None
             ctx.cancelled = lambda: beat.cancelled() or (deadline is not None and time.time() >= deadline)
             ctx.save = lambda: self._save_memory(run_id, step.id, claim.token, memory)
+            ctx.attention = lambda message: self._attention(run_id, step.id, message, log)
             try:
                 result = spec(ctx, **args)
             except NotYet as wait:
@@ -367,12 +368,16 @@ class Executor:
             raise ActionMismatch(f"action {step.action} on this worker no longer accepts the planned arguments "
                                  f"({e}): {DEPLOY_ADVICE}") from e
 
+    def _attention(self, run_id: str, step_id: str, message: str, log: StepLog) -> None:
+        message = scrub(message, log.secrets)
+        log.warning(f"needs attention: {message}")
+        self.store.event(run_id, type="attention", step=step_id, reason=message)
+
     def _park_for_deploy(self, run_id: str, step: PlanStep, claim: Claim, memory: dict[str, Any], reason: str,
                          log: StepLog) -> str:
         if memory.get("deploy_wait") != reason:
             memory["deploy_wait"] = reason
-            log.warning(f"waiting for a compatible worker: {reason}")
-            self.store.event(run_id, type="attention", step=step.id, reason=reason)
+            self._attention(run_id, step.id, f"waiting for a compatible worker: {reason}", log)
         self.store.park(run_id, step.id, claim.token, kind="deploy", wake_at=time.time() + self.deploy_recheck,
                         reason=reason, memory=memory)
         return "waiting"

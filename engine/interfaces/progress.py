@@ -44,6 +44,8 @@ class RunView:
     steps: dict[str, str] = field(default_factory=dict)
     gates: dict[str, str] = field(default_factory=dict)
     decisions: list[str] = field(default_factory=list)
+    attention: list[tuple[str, str]] = field(default_factory=list)
+    """(step, reason) a step raised for a human, in order, without failing."""
 
     @classmethod
     def of(cls, service: Service, run_id: str) -> RunView:
@@ -72,6 +74,8 @@ class RunView:
                 self.gates.pop(step, None)
         elif kind == "approval_requested":
             self.gates[ev.get("step", "")] = ev.get("message", "")
+        elif kind == "attention":
+            self.attention.append((ev.get("step", ""), ev.get("reason", "")))
         elif kind == "approval":
             step = ev.get("step", "")
             self.gates.pop(step, None)
@@ -197,13 +201,18 @@ class Notifier:
 
     def _watch_run(self, run_id: str, targets: list[Notification]) -> None:
         sent_gates: set[str] = set()
+        sent_attention = 0
 
         def changed(view: RunView) -> None:
+            nonlocal sent_attention
             events = []
             for gate, message in view.gates.items():
                 if gate not in sent_gates:
                     sent_gates.add(gate)
                     events.append(("waiting", f"{gate}: {message}"))
+            for step, reason in view.attention[sent_attention:]:
+                events.append(("attention", f"{step}: {reason}"))
+            sent_attention = len(view.attention)
             if view.status == "succeeded":
                 events.append(("success", view.headline()))
             elif view.status == "failed":
@@ -223,7 +232,8 @@ class Notifier:
         if not once(self.service, f"notify:{view.run_id}:{event}:{detail}:{target}", 7 * 86400):
             return
         text = f"hotswap: {view.runbook} run {view.run_id} " + {
-            "success": "succeeded", "failure": f"failed: {detail}", "waiting": f"is waiting for approval ({detail})"}[event]
+            "success": "succeeded", "failure": f"failed: {detail}", "waiting": f"is waiting for approval ({detail})",
+            "attention": f"needs attention: {detail}"}[event]
         try:
             if n.chat and self.bot is not None:
                 self.bot.web.call("chat.postMessage", {"channel": n.chat, "text": text, "blocks": view.blocks()})

@@ -47,10 +47,15 @@ class SlackSettings:
     """Where progress of runs launched elsewhere (API, schedules) goes when a notification asks for chat."""
 
 
+NOTIFY_EVENTS = frozenset({"success", "failure", "waiting", "attention"})
+"""attention: a step asks for a human without failing (a drain paused by a safety check for long, a step
+waiting for a worker with its planned action after a deploy)."""
+
+
 @dataclass(frozen=True)
 class Notification:
     runbooks: tuple[str, ...] = ("*",)
-    on: frozenset[str] = frozenset({"success", "failure", "waiting"})
+    on: frozenset[str] = frozenset(NOTIFY_EVENTS)
     chat: str | None = None
     webhook: str | None = None
 
@@ -174,11 +179,11 @@ def load_notifications(raw: Any) -> tuple[Notification, ...]:
         if not isinstance(n, dict) or not (n.get("chat") or n.get("webhook")):
             raise ConfigError(f"notifications[{i}] needs 'chat' (a channel) or 'webhook' (a URL)")
         # YAML 1.1 reads a bare `on:` key as the boolean true
-        on = n.get("on") or n.get(True) or ["success", "failure", "waiting"]
-        bad = set(on) - {"success", "failure", "waiting"}
+        on = n.get("on") or n.get(True) or sorted(NOTIFY_EVENTS)
+        bad = set(on) - NOTIFY_EVENTS
         if bad:
             raise ConfigError(f"notifications[{i}].on: unknown event(s) {', '.join(sorted(bad))}; use success, "
-                              "failure, waiting")
+                              "failure, waiting, attention")
         runbooks = n.get("runbooks") or ["*"]
         out.append(Notification(tuple([runbooks] if isinstance(runbooks, str) else runbooks), frozenset(on),
                                 n.get("chat"), n.get("webhook")))
