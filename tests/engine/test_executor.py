@@ -288,3 +288,40 @@ def test_a_compatible_change_to_an_action_does_not_hold_its_steps(redis_url: str
     new_worker.queue = [(run, "move")]
     new_worker.drain()
     assert store.step(run, "move")["result"] == {"moved": 3, "dry": False}
+
+
+def test_run_settled_waits_for_running_steps_and_cleanup() -> None:
+    from engine.states import run_settled
+
+    assert not run_settled({"status": "running", "n_active": 0})
+    assert not run_settled({"status": "cancelled", "n_active": 1}), "a cancelled run's step is still stopping"
+    assert not run_settled({"status": "failed", "n_active": 0, "cleanup": "running"})
+    assert run_settled({"status": "failed", "n_active": 0, "cleanup": "done"})
+    assert run_settled({"status": "succeeded", "n_active": 0})
+
+
+def test_following_a_failed_run_ends_only_after_its_cleanup(redis_url: str, tmp_path: Path) -> None:
+    from engine.interfaces.progress import follow
+
+    store = make_store(redis_url, "t-follow:")
+    driver = Driver(store, default_registry())
+    run = driver.launch(runbook(tmp_path, """
+name: follow-cleanup
+steps:
+  - id: boom
+    action: core.fail
+    with: {message: planned failure}
+cleanup:
+  - id: tidy
+    action: core.sleep
+    with: {seconds: 1}
+"""))
+    seen: list[str] = []
+    views: list[Any] = []
+    follower = threading.Thread(target=lambda: views.append(
+        follow(driver.service, run, lambda v: seen.append(v.status), threading.Event(), block_ms=100)))
+    follower.start()
+    driver.drain()  # fails 'boom', then runs the cleanup step for a second
+    follower.join(timeout=20)
+    assert not follower.is_alive()
+    assert views[0].steps.get("tidy") == "succeeded", "the follower stopped before the cleanup ended"
