@@ -339,9 +339,9 @@ def disks_of(ctx: ActionContext, *, cluster: str, host: str | None = None, osds:
         parsed.append(with_device_table(osd_devices(metadata[osd]), table))
     known_hosts = ctx.inventory.hosts
     hosts: dict[int, str | None] = {}
-    for o in ids:
-        hostname = metadata.get(o, {}).get("hostname")
-        hosts[o] = placement.get(o) or host or (hostname if hostname in known_hosts else None)
+    for osd in ids:
+        hostname = metadata.get(osd, {}).get("hostname")
+        hosts[osd] = placement.get(osd) or host or (hostname if hostname in known_hosts else None)
     inventory_disks = {name: h.disks for name, h in known_hosts.items()}
     rows = disk_rows(parsed, hosts, inventory_disks, whole_hosts=[host] if host else [])
     for o in parsed:
