@@ -18,7 +18,7 @@ def print_status(lab: Lab, as_json: bool) -> None:
     if as_json:
         print(json.dumps(status, indent=2))
         return
-    print(f"lab {status['dir']}  health: {status['health'] or 'unreachable'}")
+    print(f"lab {status['dir']} ({status['objectstore']})  health: {status['health'] or 'unreachable'}")
     print(f"{'daemon':<16} {'pid':>8} {'rss MiB':>8}")
     for d in status["daemons"]:
         pid = d["pid"] if d["pid"] else "down"
@@ -26,7 +26,8 @@ def print_status(lab: Lab, as_json: bool) -> None:
     print(f"{'total':<16} {'':>8} {status['rss_mib_total']:>8}")
     ports = status["ports"]
     ssh = " ".join(f"{h}={p}" for h, p in ports["ssh"].items())
-    print(f"ports: mon v2/v1 {ports['mon'][0]}/{ports['mon'][1]}  alertmanager {ports['alertmanager']}  "
+    mons = " ".join(f"{m}={v2}/{v1}" for m, (v2, v1) in ports["mon"].items())
+    print(f"ports: mon v2/v1 {mons}  alertmanager {ports['alertmanager']}  "
           f"receiver http {ports['receiver_http']} smtp {ports['receiver_smtp']}  ssh {ssh}")
 
 
@@ -37,7 +38,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="lab directory (default: $HOTSWAP_LAB_DIR or /tmp/hotswap-lab)")
     parser.add_argument("--timeout", type=float, default=300, help="seconds 'up' may take")
     parser.add_argument("--json", action="store_true", help="status as JSON")
-    parser.add_argument("--node", default="node2", help="demo: the host to replace")
+    parser.add_argument("--objectstore", choices=["memstore", "bluestore"], default="memstore",
+                        help="up: OSD backend (bluestore on sparse files keeps data across OSD restarts)")
+    parser.add_argument("--node", default="node3", help="demo: the host to replace")
     parser.add_argument("--reason", default="demo: PSU failure", help="demo: why it is replaced")
     parser.add_argument("--verbose", action="store_true", help="demo: also show the remote commands' output")
     args = parser.parse_args(argv)
@@ -49,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "up":
             started = time.monotonic()
-            if lab.up(timeout=args.timeout):
+            if lab.up(timeout=args.timeout, objectstore=args.objectstore):
                 print(f"lab up in {time.monotonic() - started:.1f} s; inventory: {lab.inventory_path}")
             else:
                 print(f"lab already up in {lab.root}; inventory: {lab.inventory_path}")

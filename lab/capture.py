@@ -5,7 +5,8 @@
 Writes ``<phase>_<command>.json`` (stdout) and ``<phase>_<command>.stdout-and-rc.txt`` (stdout, then
 ``rc=N``) for the commands whose exit code matters, plus ``manifest.json``. Phases: healthy,
 osd_down_noout, destroyed, recreated (right after the same-id OSD boots), drained (host node4 at CRUSH
-weight 0 and clean). The lab is put back the way it was at the end (node4 reweighted to 1.0, noout unset).
+weight 0 and clean). The lab is put back the way it was at the end (node4 reweighted to its previous
+weights, noout unset).
 """
 
 from __future__ import annotations
@@ -99,13 +100,15 @@ def run_capture(lab: Lab, out: Path) -> Capture:
     lab.ceph("osd", "unset", "noout")
     lab.wait_settled()
 
+    weights = {int(n["id"]): float(n["crush_weight"]) for n in lab.ceph_json("osd", "tree")["nodes"]
+               if n["type"] == "osd"}
     for osd_id in (6, 7):
         lab.ceph("osd", "crush", "reweight", f"osd.{osd_id}", "0")
     lab.wait_settled()
     wait_until(lambda: no_pgs_on(lab, [6, 7]), 120, "no PGs left on osd.6 and osd.7", interval=1)
     cap.phase("drained", [6, 7])
     for osd_id in (6, 7):
-        lab.ceph("osd", "crush", "reweight", f"osd.{osd_id}", "1.0")
+        lab.ceph("osd", "crush", "reweight", f"osd.{osd_id}", f"{weights[osd_id]:g}")
     lab.wait_settled()
     cap.save_manifest()
     return cap

@@ -6,20 +6,28 @@ import json
 import os
 import shutil
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from lab.layout import HOSTS, OSDS_PER_HOST, LabError, Layout, State
+from lab.layout import HOSTS, MGRS, MONS, OSDS_PER_HOST, LabError, Layout, State
 from lab.procs import run, wait_until
 
 POOL = "lab"
+"""Replicated, size 3 / min_size 2, failure domain host (the default replicated rule)."""
+EC_POOL = "lab-ec"
+EC_PROFILE = "lab-ec-2-1"
+EC_PROFILE_SPEC = ("k=2", "m=1", "crush-failure-domain=host")
+"""Erasure-coded 2+1 (min_size 2 = k): needs 3 of the 4 storage hosts."""
 POOL_PG_NUM = 32
-OBJECT_COUNT = 64
-OBJECT_MIN_MIB = 1
-OBJECT_MAX_MIB = 4
+POOL_DATA: dict[str, tuple[int, int, int]] = {POOL: (48, 1, 4), EC_POOL: (40, 1, 4)}
+"""pool -> (objects, min MiB, max MiB): ~120 MiB x 3 replicas + ~100 MiB x 1.5 = ~510 MiB raw in RAM."""
 OSD_DEVICE_BYTES = 4 * 1024**3
-"""Memstore only caps at this size; the RAM used is the data written (~160 MiB x 2 replicas)."""
+"""Memstore only caps at this size; the RAM used is the data written. Also the bluestore file size
+(sparse). An OSD's initial CRUSH weight is this size in TiB: 0.0039."""
+OBJECTSTORES = ("memstore", "bluestore")
+BLUESTORE_MEMORY_TARGET = 939524096
+"""The lowest ``osd memory target`` Pacific accepts."""
 CEPH_CONNECT_TIMEOUT = 10
 SYSTEM_PYTHON = "/usr/bin/python3"
 """Debian's rados bindings import only under the system Python."""
@@ -30,7 +38,6 @@ MON_KNOBS: dict[str, dict[str, str]] = {
         "mon_data_avail_crit": "1",
         "auth_allow_insecure_global_id_reclaim": "false",
         "mon_allow_pool_delete": "true",
-        "mon_warn_on_pool_no_redundancy": "false",
         "osd_pool_default_pg_autoscale_mode": "off",
     },
     "mgr": {"mgr_stats_period": "1"},
@@ -43,13 +50,15 @@ MON_KNOBS: dict[str, dict[str, str]] = {
 
 WRITE_OBJECTS = '''
 import random, sys, rados
-conf, pool, count, lo, hi = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+conf, specs = sys.argv[1], sys.argv[2:]
 rng = random.Random(42)
 with rados.Rados(conffile=conf, conf={"client_mount_timeout": "30", "rados_osd_op_timeout": "120"}) as cluster:
-    with cluster.open_ioctx(pool) as io:
-        for i in range(count):
-            size = rng.randint(lo * 1024 * 1024, hi * 1024 * 1024)
-            io.write_full(f"obj-{i:03d}", rng.randbytes(size))
+    for spec in specs:
+        pool, count, lo, hi = spec.split(":")
+        with cluster.open_ioctx(pool) as io:
+            for i in range(int(count)):
+                size = rng.randint(int(lo) * 1024 * 1024, int(hi) * 1024 * 1024)
+                io.write_full(f"obj-{i:03d}", rng.randbytes(size))
 '''
 
 
@@ -58,13 +67,23 @@ def osd_ids() -> dict[int, str]:
     return {h * OSDS_PER_HOST + i: host for h, host in enumerate(HOSTS) for i in range(OSDS_PER_HOST)}
 
 
+def objectstore_conf(objectstore: str) -> str:
+    if objectstore == "memstore":
+        return f"osd objectstore = memstore\nmemstore device bytes = {OSD_DEVICE_BYTES}\n"
+    if objectstore == "bluestore":
+        return (f"osd objectstore = bluestore\nbluestore block create = true\n"
+                f"bluestore block size = {OSD_DEVICE_BYTES}\nosd memory target = {BLUESTORE_MEMORY_TARGET}\n"
+                "bluestore cache autotune = false\nbluestore cache size = 134217728\n")
+    raise LabError(f"unknown objectstore {objectstore!r}: choose one of {', '.join(OBJECTSTORES)}")
+
+
 def ceph_conf(layout: Layout, state: State) -> str:
     root = layout.root
-    p = state.ports
+    mon_host = ",".join(state.ports.mon_addrs(m) for m in MONS)
     return f"""[global]
 fsid = {state.fsid}
-mon host = [v2:127.0.0.1:{p.mon_v2},v1:127.0.0.1:{p.mon_v1}]
-mon initial members = a
+mon host = {mon_host}
+mon initial members = {", ".join(MONS)}
 public network = 127.0.0.0/8
 cluster network = 127.0.0.0/8
 ms bind ipv4 = true
@@ -80,14 +99,11 @@ admin socket = {layout.run}/$name.asok
 mon data = {layout.data}/mon.$id
 mgr data = {layout.data}/mgr.$id
 osd data = {layout.data}/osd.$id
-osd pool default size = 2
-osd pool default min size = 1
+osd pool default size = 3
+osd pool default min size = 2
 osd pool default pg autoscale mode = off
 osd crush chooseleaf type = 1
-osd crush update on start = false
-osd objectstore = memstore
-memstore device bytes = {OSD_DEVICE_BYTES}
-osd op num shards = 2
+{objectstore_conf(state.objectstore)}osd op num shards = 2
 osd op num threads per shard = 1
 mon osd down out interval = 600
 
@@ -125,6 +141,27 @@ class CephCli:
         return proc.returncode == 0
 
 
+AS_HOST = 'hostname "$0" && exec "$@"'
+"""Run inside a new UTS namespace whose hostname is the lab host."""
+
+
+def as_host(host: str, argv: list[str]) -> list[str]:
+    """``argv`` run as a daemon of lab host ``host``: its hostname (so ``mon/mgr/osd metadata`` and the
+    OSD's CRUSH location ``host=...``) is ``host``, though every daemon listens on 127.0.0.1.
+
+    Pacific's ceph_get_hostname() is gethostname() (it does not read $NODE_NAME yet, later releases do),
+    so each daemon gets a UTS namespace of its own (root only; otherwise the machine's hostname stays).
+    """
+    if os.geteuid() != 0:
+        return argv
+    return ["unshare", "--uts", "/bin/sh", "-c", AS_HOST, host, *argv]
+
+
+def daemon_env(host: str) -> dict[str, str]:
+    """NODE_NAME too: what later Ceph releases read for the hostname (harmless on Pacific)."""
+    return {**os.environ, "NODE_NAME": host}
+
+
 def write_keyrings(layout: Layout) -> Path:
     """mon. and client.admin keyrings; returns the keyring to give ``ceph-mon --mkfs``."""
     mon_keyring = layout.keyrings / "mon-bootstrap.keyring"
@@ -138,18 +175,28 @@ def write_keyrings(layout: Layout) -> Path:
     return mon_keyring
 
 
-def start_mon(layout: Layout, state: State) -> None:
+def quorum(cli: CephCli) -> list[str]:
+    proc = run(cli.argv("quorum_status", "-f", "json"), timeout=20, check=False)
+    if proc.returncode != 0:
+        return []
+    return sorted(json.loads(proc.stdout).get("quorum_names", []))
+
+
+def start_mons(layout: Layout, state: State) -> None:
+    """One mon map naming all three mons, each mon mkfs'd from it, then all started; waits for quorum."""
     mon_keyring = write_keyrings(layout)
     monmap = layout.run / "monmap"
-    p = state.ports
-    run(["monmaptool", "--create", "--clobber", "--fsid", state.fsid, "--addv", "a",
-         f"[v2:127.0.0.1:{p.mon_v2},v1:127.0.0.1:{p.mon_v1}]", str(monmap)])
-    shutil.rmtree(layout.data / "mon.a", ignore_errors=True)
-    run(["ceph-mon", "--conf", str(layout.conf), "--mkfs", "-i", "a", "--monmap", str(monmap),
-         "--keyring", str(mon_keyring)])
-    run(["ceph-mon", "--conf", str(layout.conf), "-i", "a"])
+    addv = [a for m in MONS for a in ("--addv", m, state.ports.mon_addrs(m))]
+    run(["monmaptool", "--create", "--clobber", "--fsid", state.fsid, *addv, str(monmap)])
+    for mon in MONS:
+        shutil.rmtree(layout.data / f"mon.{mon}", ignore_errors=True)
+        run(["ceph-mon", "--conf", str(layout.conf), "--mkfs", "-i", mon, "--monmap", str(monmap),
+             "--keyring", str(mon_keyring)])
+    for mon in MONS:
+        run(as_host(mon, ["ceph-mon", "--conf", str(layout.conf), "-i", mon]), env=daemon_env(mon))
     cli = CephCli(layout.conf)
-    wait_until(cli.answers, 60, "the mon to answer 'ceph mon stat'", interval=0.5)
+    wait_until(lambda: quorum(cli) == sorted(MONS), 60, f"mons {', '.join(MONS)} to form a quorum",
+               interval=0.5)
 
 
 def set_knobs(layout: Layout) -> None:
@@ -161,25 +208,35 @@ def set_knobs(layout: Layout) -> None:
     CephCli(layout.conf)("config", "assimilate-conf", "-i", "-", stdin="\n".join(lines) + "\n")
 
 
-def start_mgr(layout: Layout) -> None:
+def start_mgr(layout: Layout, name: str) -> None:
     cli = CephCli(layout.conf)
-    keyring = layout.keyrings / "mgr.x.keyring"
-    keyring.write_text(cli("auth", "get-or-create", "mgr.x", "mon", "allow profile mgr",
+    keyring = layout.keyrings / f"mgr.{name}.keyring"
+    keyring.write_text(cli("auth", "get-or-create", f"mgr.{name}", "mon", "allow profile mgr",
                            "osd", "allow *", "mds", "allow *"))
-    (layout.data / "mgr.x").mkdir(parents=True, exist_ok=True)
-    run(["ceph-mgr", "--conf", str(layout.conf), "-i", "x"])
+    (layout.data / f"mgr.{name}").mkdir(parents=True, exist_ok=True)
+    run(as_host(name, ["ceph-mgr", "--conf", str(layout.conf), "-i", name]), env=daemon_env(name))
+
+
+def mgr_stat(cli: CephCli) -> dict[str, Any]:
+    stat: dict[str, Any] = cli.json("mgr", "stat")
+    return stat
+
+
+def active_mgr(cli: CephCli) -> str | None:
+    stat = mgr_stat(cli)
+    return str(stat["active_name"]) if stat.get("available") else None
+
+
+def standby_mgrs(cli: CephCli) -> list[str]:
+    dump = cli.json("mgr", "dump")
+    return sorted(str(s["name"]) for s in dump.get("standbys", []))
 
 
 def create_osds(layout: Layout) -> None:
-    cli = CephCli(layout.conf)
-    for host in HOSTS:
-        cli("osd", "crush", "add-bucket", host, "host")
-        cli("osd", "crush", "move", host, "root=default")
-
+    """``lab-osd create`` for every initial OSD, 4 at a time: each places itself at start (like ceph-volume)."""
     def create(item: tuple[int, str]) -> None:
         osd_id, host = item
-        run([str(layout.lab_osd), "create", str(osd_id), host, "--weight", "1.0"],
-            env=lab_env(layout), timeout=120)
+        run([str(layout.lab_osd), "create", str(osd_id), host], env=lab_env(layout), timeout=120)
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         list(pool.map(create, sorted(osd_ids().items())))
@@ -194,16 +251,22 @@ def osds_up_in(cli: CephCli, count: int) -> bool:
     return bool(stat.get("num_up_osds") == count and stat.get("num_in_osds") == count)
 
 
-def create_pool_with_data(layout: Layout) -> None:
+def create_pools(layout: Layout) -> None:
     cli = CephCli(layout.conf)
     cli("osd", "pool", "create", POOL, str(POOL_PG_NUM), str(POOL_PG_NUM), "replicated")
-    cli("osd", "pool", "set", POOL, "size", "2")
-    cli("osd", "pool", "set", POOL, "min_size", "1")
-    cli("osd", "pool", "application", "enable", POOL, "rados")
+    cli("osd", "pool", "set", POOL, "size", "3")
+    cli("osd", "pool", "set", POOL, "min_size", "2")
+    cli("osd", "erasure-code-profile", "set", EC_PROFILE, *EC_PROFILE_SPEC)
+    cli("osd", "pool", "create", EC_POOL, str(POOL_PG_NUM), str(POOL_PG_NUM), "erasure", EC_PROFILE)
+    for pool in (POOL, EC_POOL):
+        cli("osd", "pool", "application", "enable", pool, "rados")
+
+
+def write_data(layout: Layout) -> None:
     writer = layout.bin / "lab-write-objects"
     writer.write_text(WRITE_OBJECTS)
-    run([SYSTEM_PYTHON, str(writer), str(layout.conf), POOL, str(OBJECT_COUNT),
-         str(OBJECT_MIN_MIB), str(OBJECT_MAX_MIB)], timeout=300)
+    specs = [f"{pool}:{n}:{lo}:{hi}" for pool, (n, lo, hi) in POOL_DATA.items()]
+    run([SYSTEM_PYTHON, str(writer), str(layout.conf), *specs], timeout=300)
 
 
 def settled(cli: CephCli) -> bool:
@@ -234,23 +297,37 @@ def wait_settled(cli: CephCli, timeout: float, stats_period: float = 1.0) -> Non
         raise LabError(f"{exc}; ceph health detail:\n{detail}") from exc
 
 
-def install_lab_osd(layout: Layout) -> None:
-    source = Path(__file__).with_name("osdctl.py")
-    shutil.copyfile(source, layout.lab_osd)
-    layout.lab_osd.chmod(0o755)
+def install_scripts(layout: Layout) -> None:
+    """``bin/lab-osd`` and ``bin/lab-client-load``: standard library (and rados) only, for /usr/bin/python3."""
+    for source, target in (("osdctl.py", layout.lab_osd),):
+        shutil.copyfile(Path(__file__).with_name(source), target)
+        target.chmod(0o755)
+
+
+def remaining(deadline: float) -> float:
+    return max(deadline - time.monotonic(), 1)
 
 
 def bootstrap(layout: Layout, state: State, timeout: float) -> None:
-    """Mon, mgr, 8 OSDs, a pool with data; returns when the cluster is HEALTH_OK and clean."""
+    """3 mons, active + standby mgr, 8 OSDs, two pools with data; returns when HEALTH_OK and clean."""
     deadline = time.monotonic() + timeout
     layout.conf.write_text(ceph_conf(layout, state))
-    install_lab_osd(layout)
-    start_mon(layout, state)
+    install_scripts(layout)
+    start_mons(layout, state)
     set_knobs(layout)
-    start_mgr(layout)
-    create_osds(layout)
     cli = CephCli(layout.conf)
-    wait_until(lambda: osds_up_in(cli, len(osd_ids())), max(deadline - time.monotonic(), 1),
+    start_mgr(layout, MGRS[0])
+    with ThreadPoolExecutor(max_workers=1) as background:
+        osds: Future[None] = background.submit(create_osds, layout)
+        wait_until(lambda: active_mgr(cli) == MGRS[0], remaining(deadline), f"mgr.{MGRS[0]} to be active",
+                   interval=0.5)
+        for standby in MGRS[1:]:
+            start_mgr(layout, standby)
+        osds.result(timeout=remaining(deadline))
+    wait_until(lambda: osds_up_in(cli, len(osd_ids())), remaining(deadline),
                f"{len(osd_ids())} OSDs up and in", interval=0.5)
-    create_pool_with_data(layout)
-    wait_settled(cli, max(deadline - time.monotonic(), 1))
+    create_pools(layout)
+    write_data(layout)
+    wait_until(lambda: standby_mgrs(cli) == sorted(MGRS[1:]), remaining(deadline),
+               f"standby mgr {', '.join(MGRS[1:])}", interval=0.5)
+    wait_settled(cli, remaining(deadline))

@@ -16,7 +16,21 @@ from typing import Any
 from lab import cluster, services
 from lab.cluster import CephCli
 from lab.inventory import write_inventory
-from lab.layout import HOSTS, MAX_DIR_LEN, LabError, Layout, Ports, State, allocate_ports, default_dir
+from lab.layout import (
+    ADMIN_HOST,
+    ALL_HOSTS,
+    HOSTS,
+    MAX_DIR_LEN,
+    MGRS,
+    MONS,
+    SPARE_HOSTS,
+    LabError,
+    Layout,
+    Ports,
+    State,
+    allocate_ports,
+    default_dir,
+)
 from lab.procs import lab_processes, live_pid, rss_mib, run, stop_pids
 
 REQUIRED_PROGRAMS = ("ceph-mon", "ceph-mgr", "ceph-osd", "ceph", "ceph-authtool", "monmaptool",
@@ -112,6 +126,21 @@ class Lab:
         """The initial OSD id -> host bucket layout."""
         return cluster.osd_ids()
 
+    admin_host = ADMIN_HOST
+    """Where the inventory runs ``ceph``: a mon and the active mgr, no OSDs."""
+    storage_hosts = HOSTS
+    spare_hosts = SPARE_HOSTS
+    mons = MONS
+    """Mon names, which are also the names of the hosts carrying them."""
+    mgrs = MGRS
+    """Active first, then the standby."""
+    pool = cluster.POOL
+    ec_pool = cluster.EC_POOL
+
+    @property
+    def objectstore(self) -> str:
+        return self.state.objectstore
+
     def env(self) -> dict[str, str]:
         """Variables for a shell that talks to this lab."""
         state = self.state
@@ -164,7 +193,7 @@ class Lab:
     # -- lifecycle --------------------------------------------------------------------------------
 
     def daemons(self) -> list[Daemon]:
-        names = ["mon.a", "mgr.x"]
+        names = [f"mon.{m}" for m in MONS] + [f"mgr.{m}" for m in MGRS]
         run_dir = self.layout.run
         if run_dir.exists():
             names += sorted((p.stem for p in run_dir.glob("osd.*.pid")), key=lambda n: int(n.split(".")[1]))
@@ -177,21 +206,30 @@ class Lab:
 
     def is_up(self) -> bool:
         """The lab's daemons (all but OSDs, which tests stop on purpose) run and the mon answers."""
-        if State.load(self.layout.state_file) is None:
+        try:
+            if State.load(self.layout.state_file) is None:
+                return False
+        except LabError:
             return False
         if not all(d.running for d in self.daemons() if not d.name.startswith("osd.")):
             return False
         return self.cli.answers()
 
-    def up(self, timeout: float = 300) -> bool:
-        """Bring the whole lab up and wait until it is HEALTH_OK; False when it was already up."""
+    def up(self, timeout: float = 300, objectstore: str = "memstore") -> bool:
+        """Bring the whole lab up and wait until it is HEALTH_OK; False when it was already up.
+
+        A lab already up is reused as it is, whatever its objectstore.
+        """
         if self.is_up():
             return False
+        if objectstore not in cluster.OBJECTSTORES:
+            raise LabError(f"unknown objectstore {objectstore!r}: choose one of {', '.join(cluster.OBJECTSTORES)}")
         self.check_prerequisites()
         self.down()
         self.wipe()
         self.layout.make_dirs()
-        state = State(fsid=str(uuid.uuid4()), ports=allocate_ports(self.root), user=getpass.getuser())
+        state = State(fsid=str(uuid.uuid4()), ports=allocate_ports(self.root), user=getpass.getuser(),
+                      objectstore=objectstore)
         state.save(self.layout.state_file)
         deadline = time.monotonic() + timeout
         try:
@@ -225,10 +263,10 @@ class Lab:
         run_dir = self.layout.run
         pid_files = sorted(run_dir.glob("*.pid")) if run_dir.exists() else []
         pids = {f.stem: live_pid(f, self.root) for f in pid_files}
-        first = [pid for name, pid in pids.items() if pid and name != "mon.a"]
+        first = [pid for name, pid in pids.items() if pid and not name.startswith("mon.")]
         survivors = stop_pids(first, timeout)
-        mon = pids.get("mon.a")
-        survivors += stop_pids([mon] if mon else [], timeout)
+        mons = [pid for name, pid in pids.items() if pid and name.startswith("mon.")]
+        survivors += stop_pids(mons, timeout)
         for _ in range(STRAGGLER_ROUNDS):
             stragglers = lab_processes(self.root)
             if not stragglers:
@@ -254,7 +292,7 @@ class Lab:
         state = self.state
         daemons = self.daemons()
         health: str | None = None
-        if any(d.name == "mon.a" and d.running for d in daemons):
+        if any(d.name.startswith("mon.") and d.running for d in daemons):
             proc = run(self.cli.argv("health", "-f", "json"), timeout=20, check=False)
             if proc.returncode == 0:
                 health = json.loads(proc.stdout).get("status")
@@ -263,12 +301,13 @@ class Lab:
             "health": health,
             "daemons": [{"name": d.name, "pid": d.pid, "rss_mib": round(d.rss_mib, 1)} for d in daemons],
             "rss_mib_total": round(sum(d.rss_mib for d in daemons), 1),
+            "objectstore": state.objectstore,
             "ports": {
-                "mon": [state.ports.mon_v2, state.ports.mon_v1],
+                "mon": dict(state.ports.mons),
                 "alertmanager": state.ports.alertmanager,
                 "receiver_http": state.ports.receiver_http,
                 "receiver_smtp": state.ports.receiver_smtp,
                 "ssh": dict(state.ports.ssh),
             },
-            "hosts": list(HOSTS),
+            "hosts": list(ALL_HOSTS),
         }

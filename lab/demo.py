@@ -1,6 +1,6 @@
 """The demo: replace a node of the real Ceph lab with runbooks/replace-node.yaml on the embedded engine.
 
-``python -m lab demo [--dir DIR] [--node node2]``: brings the lab up (reused when already up), then
+``python -m lab demo [--dir DIR] [--node node3]``: brings the lab up (reused when already up), then
 runs ``hotswap run runbooks/replace-node.yaml ... --follow`` with ``HOTSWAP_INVENTORY`` pointing at the
 lab's inventory and ``HOTSWAP_HOME`` at a demo state directory (no ``HOTSWAP_REDIS_URL``: the embedded
 Redis and worker start on their own). When the run stops at the swap gate, it plays the datacenter
@@ -29,7 +29,7 @@ RUNBOOK = "runbooks/replace-node.yaml"
 TECHNICIAN = "dc-tech"
 SWAP_STEP = "swap"
 RUN_STARTED = re.compile(r"^run (\S+) started")
-COMMAND_OUTPUT = re.compile(r"^\S+\s+\S+ \| node\d+: ")
+COMMAND_OUTPUT = re.compile(r"^\S+\s+\S+ \| (?:node\d+|admin): ")
 """A log line echoing a remote command's output (the ceph JSON): hidden unless --verbose."""
 
 
@@ -119,7 +119,7 @@ def run_demo(lab_dir: str, node: str, reason: str, pause: float, verbose: bool) 
     return code
 
 
-def main(lab_dir: str, node: str = "node2", reason: str = "demo: PSU failure", pause: float = 5.0,
+def main(lab_dir: str, node: str = "node3", reason: str = "demo: PSU failure", pause: float = 5.0,
          verbose: bool = False) -> int:
     try:
         return run_demo(lab_dir, node, reason, pause, verbose)

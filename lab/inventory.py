@@ -7,16 +7,24 @@ from typing import Any
 import yaml
 
 from lab.cluster import CEPH_CONNECT_TIMEOUT, osd_ids
-from lab.layout import HOSTS, OSDS_PER_HOST, SPARE_HOSTS, Layout, State
+from lab.layout import ADMIN_HOST, ALL_HOSTS, HOSTS, MGRS, MONS, OSDS_PER_HOST, SPARE_HOSTS, Layout, State
 from lab.services import alertmanager_url, receiver_url
 
 DATACENTER = "par1"
 CLUSTER = "lab"
-RACKS = {"node1": "r1", "node2": "r1", "node3": "r2", "node4": "r2", "node5": "r3"}
+RACKS = {"admin": "r0", "node1": "r1", "node2": "r1", "node3": "r2", "node4": "r2", "node5": "r3",
+         "node6": "r3"}
+
+
+def roles(host: str) -> list[str]:
+    """What the host carries, in the order admin, mon, mgr, osd (the cluster's maps are the truth)."""
+    carried = [(host == ADMIN_HOST, "admin"), (host in MONS, "mon"), (host in MGRS, "mgr"), (host in HOSTS, "osd")]
+    return [role for present, role in carried if present]
 
 
 def host_entry(layout: Layout, state: State, index: int, host: str) -> dict[str, Any]:
     osds = sorted(i for i, h in osd_ids().items() if h == host)
+    devices = [f"/dev/lab/{host}-{chr(ord('a') + i)}" for i in range(OSDS_PER_HOST)] if host in HOSTS else []
     return {
         "address": "127.0.0.1",
         "port": state.ports.ssh[host],
@@ -24,9 +32,9 @@ def host_entry(layout: Layout, state: State, index: int, host: str) -> dict[str,
         "cluster": CLUSTER,
         "datacenter": DATACENTER,
         "rack": RACKS[host],
-        "roles": ["mon", "mgr", "osd"] if host == "node1" else ["osd"],
+        "roles": roles(host),
         "serial": f"SN-LAB-{index:04d}",
-        "devices": [f"/dev/lab/{host}-{chr(ord('a') + i)}" for i in range(OSDS_PER_HOST)],
+        "devices": devices,
         "extra": {"osds": osds, "spare": host in SPARE_HOSTS},
     }
 
@@ -58,7 +66,7 @@ def inventory(layout: Layout, state: State) -> dict[str, Any]:
         "racks": {rack: {"datacenter": DATACENTER} for rack in sorted(set(RACKS.values()))},
         "clusters": {
             CLUSTER: {
-                "admin_host": "node1",
+                "admin_host": ADMIN_HOST,
                 "datacenter": DATACENTER,
                 "ceph": ["ceph", "--connect-timeout", str(CEPH_CONNECT_TIMEOUT)],
                 "monitoring": {"alertmanager_url": alertmanager_url(state)},
@@ -74,7 +82,7 @@ def inventory(layout: Layout, state: State) -> dict[str, Any]:
             },
         },
         "hosts": {
-            host: host_entry(layout, state, i, host) for i, host in enumerate(HOSTS + SPARE_HOSTS, start=1)
+            host: host_entry(layout, state, i, host) for i, host in enumerate(ALL_HOSTS)
         },
     }
 

@@ -11,13 +11,21 @@ from pathlib import Path
 
 from engine.errors import HotswapError
 
+ADMIN_HOST = "admin"
+"""The cluster's admin endpoint (where `ceph` runs): a mon and the active mgr, no OSDs."""
 HOSTS = ("node1", "node2", "node3", "node4")
-"""CRUSH host buckets of the lab, two OSDs each."""
-SPARE_HOSTS = ("node5",)
-"""Hosts with an sshd but no OSDs yet (for add-node scenarios)."""
+"""Storage hosts: CRUSH host buckets of the lab, two OSDs each."""
+SPARE_HOSTS = ("node5", "node6")
+"""Hosts with an sshd but no OSDs yet (add-node and spare-host swap scenarios)."""
+ALL_HOSTS = (ADMIN_HOST, *HOSTS, *SPARE_HOSTS)
+"""Every lab host, each with its own sshd."""
+MONS = (ADMIN_HOST, "node1", "node2")
+"""Monitor names, each named after (and reporting the hostname of) the host that carries it."""
+MGRS = (ADMIN_HOST, "node1")
+"""Manager names = hosts: the first is started first and becomes active, the second is the standby."""
 OSDS_PER_HOST = 2
 DEFAULT_DIR = "/tmp/hotswap-lab"  # noqa: S108 - a disposable lab, root-owned, on loopback
-PORT_BLOCK = 20
+PORT_BLOCK = 24
 PORT_RANGE = (20000, 40000)
 MAX_DIR_LEN = 60
 """Admin sockets live under the lab dir and Unix socket paths are limited to 107 bytes."""
@@ -35,8 +43,8 @@ def default_dir() -> Path:
 class Ports:
     """Every TCP port the lab listens on, all on 127.0.0.1 (OSDs and the mgr pick theirs in 6800-7300)."""
 
-    mon_v2: int
-    mon_v1: int
+    mons: dict[str, list[int]]
+    """mon name -> [v2 port, v1 port]."""
     alertmanager: int
     receiver_http: int
     receiver_smtp: int
@@ -44,15 +52,20 @@ class Ports:
 
     @classmethod
     def for_block(cls, base: int) -> Ports:
-        hosts = HOSTS + SPARE_HOSTS
         return cls(
-            mon_v2=base, mon_v1=base + 1, alertmanager=base + 2, receiver_http=base + 3,
-            receiver_smtp=base + 4, ssh={h: base + 10 + i for i, h in enumerate(hosts)},
+            mons={m: [base + 2 * i, base + 2 * i + 1] for i, m in enumerate(MONS)},
+            alertmanager=base + 6, receiver_http=base + 7, receiver_smtp=base + 8,
+            ssh={h: base + 10 + i for i, h in enumerate(ALL_HOSTS)},
         )
 
+    def mon_addrs(self, mon: str) -> str:
+        """The mon's address vector, as in ``mon host`` and the mon map."""
+        v2, v1 = self.mons[mon]
+        return f"[v2:127.0.0.1:{v2},v1:127.0.0.1:{v1}]"
+
     def all(self) -> list[int]:
-        return [self.mon_v2, self.mon_v1, self.alertmanager, self.receiver_http, self.receiver_smtp,
-                *self.ssh.values()]
+        return [*(p for pair in self.mons.values() for p in pair), self.alertmanager, self.receiver_http,
+                self.receiver_smtp, *self.ssh.values()]
 
 
 def port_free(port: int) -> bool:
@@ -114,6 +127,10 @@ class Layout:
         return self.bin / "lab-osd"
 
     @property
+    def client_load(self) -> Path:
+        return self.bin / "lab-client-load"
+
+    @property
     def ssh(self) -> Path:
         return self.root / "ssh"
 
@@ -157,6 +174,7 @@ class State:
     fsid: str
     ports: Ports
     user: str
+    objectstore: str = "memstore"
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
@@ -169,4 +187,9 @@ class State:
             return None
         except json.JSONDecodeError as exc:
             raise LabError(f"{path} is not valid JSON ({exc}): remove it and run 'python -m lab up'") from exc
-        return cls(fsid=raw["fsid"], ports=Ports(**raw["ports"]), user=raw["user"])
+        try:
+            return cls(fsid=raw["fsid"], ports=Ports(**raw["ports"]), user=raw["user"],
+                       objectstore=raw.get("objectstore", "memstore"))
+        except (KeyError, TypeError) as exc:
+            raise LabError(f"{path} was written by an older lab ({exc}): run 'python -m lab down --dir "
+                           f"{path.parent}', remove it and run 'python -m lab up' again") from exc

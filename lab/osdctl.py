@@ -8,8 +8,12 @@ under the system Python, outside the project's virtualenv. The lab is found thro
     lab-osd stop ID                 stop osd.ID, wait until the process is gone (no-op when stopped)
     lab-osd start ID                start osd.ID (no-op when running)
     lab-osd create ID [HOST] [--weight W] [--device DEV]
-                                    wipe, register (`ceph osd new`, reusing a destroyed id), mkfs,
-                                    place under host=HOST (default $LAB_HOST) and start
+                                    wipe, register (`ceph osd new`, reusing a destroyed id), mkfs and
+                                    start as a daemon of HOST (default $LAB_HOST); like ceph-volume on
+                                    a package install, the OSD places itself in CRUSH when it starts
+                                    (osd_crush_update_on_start: host=HOST, root=default) at
+                                    osd_crush_initial_weight (default: its size), or at W for this
+                                    first start when --weight is given
     lab-osd zap ID                  remove the data dir of a stopped osd.ID
     lab-osd status ID               print running/stopped (exit 0/3)
 """
@@ -28,6 +32,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+AS_HOST = 'hostname "$0" && exec "$@"'
+"""The daemon gets a UTS namespace whose hostname is its lab host: Pacific's OSD takes its CRUSH
+location (host=...) and its metadata hostname from gethostname() (later releases read $NODE_NAME)."""
 STOP_TIMEOUT = 60.0
 CEPH_TIMEOUT = 60.0
 
@@ -53,6 +60,11 @@ def data_dir(osd_id: int) -> Path:
 
 def pid_file(osd_id: int) -> Path:
     return lab_dir() / "run" / f"osd.{osd_id}.pid"
+
+
+def host_file(osd_id: int) -> Path:
+    """The lab host an OSD belongs to (its daemon runs with NODE_NAME=host), kept beside its data dir."""
+    return lab_dir() / "data" / f"osd.{osd_id}.host"
 
 
 def keyring_file(osd_id: int) -> Path:
@@ -120,16 +132,25 @@ def stop(osd_id: int, quiet: bool = False) -> None:
     print(f"osd.{osd_id} stopped")
 
 
-def start(osd_id: int) -> None:
+def start(osd_id: int, initial_weight: float | None = None) -> None:
+    """Start ceph-osd as a daemon of its host; ``initial_weight`` overrides osd_crush_initial_weight."""
     if running_pid(osd_id) is not None:
         print(f"osd.{osd_id} is already running")
         return
     if not (data_dir(osd_id) / "fsid").exists():
         raise LabOsdError(f"osd.{osd_id} has no data dir at {data_dir(osd_id)}: create it first")
-    proc = subprocess.run(
-        ["ceph-osd", "--conf", str(conf_path()), "-i", str(osd_id)],
-        capture_output=True, text=True, timeout=CEPH_TIMEOUT,
-    )
+    try:
+        host = host_file(osd_id).read_text().strip()
+    except FileNotFoundError:
+        raise LabOsdError(f"osd.{osd_id} has no host file {host_file(osd_id)}: recreate it with "
+                          f"'lab-osd create {osd_id} HOST'") from None
+    argv = ["ceph-osd", "--conf", str(conf_path()), "-i", str(osd_id)]
+    if initial_weight is not None:
+        argv += ["--osd_crush_initial_weight", f"{initial_weight:g}"]
+    if os.geteuid() == 0:
+        argv = ["unshare", "--uts", "/bin/sh", "-c", AS_HOST, host, *argv]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=CEPH_TIMEOUT,
+                          env={**os.environ, "NODE_NAME": host})
     if proc.returncode != 0:
         raise LabOsdError(f"ceph-osd -i {osd_id} exited {proc.returncode}: {proc.stderr.strip()}")
     print(f"osd.{osd_id} started")
@@ -142,24 +163,6 @@ def osd_entry(osd_id: int) -> dict[str, Any] | None:
         if osd["osd"] == osd_id:
             return dict(osd)
     return None
-
-
-def crush_location(osd_id: int) -> tuple[str, float] | None:
-    """(host bucket, crush weight) of osd.ID, or None when it is not in the CRUSH map."""
-    tree = ceph_json("osd", "crush", "tree")
-    assert isinstance(tree, dict)
-    nodes = {n["id"]: n for n in tree["nodes"]}
-    for node in tree["nodes"]:
-        for child in node.get("children", []):
-            item = nodes.get(child)
-            if item is not None and item["type"] == "osd" and item["id"] == osd_id:
-                return str(node["name"]), float(item["crush_weight"])
-    return None
-
-
-def ensure_host_bucket(host: str) -> None:
-    ceph("osd", "crush", "add-bucket", host, "host")
-    ceph("osd", "crush", "move", host, "root=default")
 
 
 def create(osd_id: int, host: str, weight: float | None) -> None:
@@ -191,21 +194,9 @@ def create(osd_id: int, host: str, weight: float | None) -> None:
     )
     if mkfs.returncode != 0:
         raise LabOsdError(f"ceph-osd --mkfs for osd.{osd_id} exited {mkfs.returncode}: {mkfs.stderr.strip()}")
-    place(osd_id, host, weight)
-    print(f"osd.{osd_id} created under host={host} (uuid {osd_uuid})")
-    start(osd_id)
-
-
-def place(osd_id: int, host: str, weight: float | None) -> None:
-    """Put osd.ID under host=HOST; a destroyed OSD keeps its CRUSH weight unless one is given."""
-    current = crush_location(osd_id)
-    if current is None or current[0] != host:
-        ensure_host_bucket(host)
-        initial = weight if weight is not None else (current[1] if current else 0.0)
-        ceph("osd", "crush", "create-or-move", f"osd.{osd_id}", f"{initial:g}",
-             "root=default", f"host={host}")
-    if weight is not None and current is not None:
-        ceph("osd", "crush", "reweight", f"osd.{osd_id}", f"{weight:g}")
+    host_file(osd_id).write_text(f"{host}\n")
+    print(f"osd.{osd_id} created on host {host} (uuid {osd_uuid})")
+    start(osd_id, initial_weight=weight)
 
 
 def zap(osd_id: int, quiet: bool = False) -> None:
@@ -214,6 +205,7 @@ def zap(osd_id: int, quiet: bool = False) -> None:
     if data_dir(osd_id).exists():
         shutil.rmtree(data_dir(osd_id))
     keyring_file(osd_id).unlink(missing_ok=True)
+    host_file(osd_id).unlink(missing_ok=True)
     if not quiet:
         print(f"osd.{osd_id} zapped")
 
@@ -232,7 +224,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     create_parser = sub.add_parser("create")
     create_parser.add_argument("id", type=int)
     create_parser.add_argument("host", nargs="?", default=os.environ.get("LAB_HOST"))
-    create_parser.add_argument("--weight", type=float, default=None)
+    create_parser.add_argument("--weight", type=float, default=None,
+                               help="CRUSH weight at first start if the OSD is not in CRUSH yet "
+                                    "(osd_crush_initial_weight for this start); default: the device size")
     create_parser.add_argument("--device", default=None, help="accepted like ceph-volume's; unused")
     return parser.parse_args(argv)
 
