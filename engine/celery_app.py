@@ -24,6 +24,8 @@ from redis.exceptions import RedisError
 from engine import config as hconfig
 from engine.errors import RunNotFound
 from engine.keys import BROKER_VISIBILITY_TIMEOUT, INLINE_STEPS, LOCK_RENEW_EVERY_TICKS, TICK_SECONDS
+from engine.plan import Plan
+from engine.redisconn import Replication, celery_urls
 from engine.states import Status
 
 log = logging.getLogger("hotswap.worker")
@@ -45,8 +47,11 @@ class CanvasStepFailed(Exception):
     """Raised by a canvas step task so native Celery stops the chain."""
 
 
-def make_app(redis_url: str) -> Celery:
-    app = Celery("hotswap", broker=redis_url, backend=redis_url, set_as_current=False)
+def make_app(redis_url: str, replication: Replication | None = None) -> Celery:
+    """``redis_url``: any URL of :mod:`engine.redisconn` (``sentinel://`` too: broker, results and store then
+    follow a failover); ``replication``: what the store's critical transitions wait for (Config.replication)."""
+    urls = celery_urls(redis_url)
+    app = Celery("hotswap", broker=urls.broker, backend=urls.backend, set_as_current=False)
     app.conf.update(
         task_acks_late=True,
         task_reject_on_worker_lost=True,
@@ -55,14 +60,20 @@ def make_app(redis_url: str) -> Celery:
         result_expires=86400,
         task_serializer="json",
         accept_content=["json"],
-        broker_transport_options={"visibility_timeout": BROKER_VISIBILITY_TIMEOUT},
+        broker_transport_options={"visibility_timeout": BROKER_VISIBILITY_TIMEOUT, **urls.broker_options},
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         worker_max_tasks_per_child=10_000,
         task_default_queue=QUICK_QUEUE,
         worker_send_task_events=False,
         task_send_sent_event=False,
+        hotswap_redis_url=redis_url,
+        hotswap_replication=replication,
     )
+    if urls.backend_options:
+        app.conf.result_backend_transport_options = urls.backend_options
+    if urls.publish_retry_policy:
+        app.conf.task_publish_retry_policy = urls.publish_retry_policy
     _register_tasks(app)
     return app
 
@@ -124,7 +135,8 @@ class Runtime:
         from engine.store import Store
 
         self.app = app
-        self.store = Store(hconfig.redis_client(app.conf.broker_url))
+        self.store = Store(hconfig.redis_client(app.conf.get("hotswap_redis_url") or app.conf.broker_url,
+                                                app.conf.get("hotswap_replication")))
         registry = default_registry()
         worker = worker_name(os.getpid())
         factory = toolkit_factory()
@@ -135,26 +147,42 @@ class Runtime:
 
     def publish(self, run_id: str, step_ids: Iterable[str]) -> None:
         """One message per step, except for a wide release (a fan-out), where steps without a timeout share
-        messages in small batches: far fewer messages, still spread over every worker slot."""
+        messages in small batches: far fewer messages, still spread over every worker slot. Steps that poll or
+        wait for a human go to the poll queue, so thousands of waits due at once never hold back quick steps."""
         plan = self.store.plan(run_id)
+        by_queue: dict[str, list[str]] = {}
+        for sid in step_ids:
+            by_queue.setdefault(self.queue_of(plan, sid), []).append(sid)
+        with self.app.producer_or_acquire() as producer:
+            for queue, ids in by_queue.items():
+                self._publish(plan, run_id, ids, queue, producer)
+
+    def queue_of(self, plan: Plan, step_id: str) -> str:
+        step = plan.steps.get(step_id) or plan.cleanup.get(step_id)
+        if step is None:
+            return QUICK_QUEUE
+        if step.approval:
+            return POLL_QUEUE
+        registry = self.executor.registry
+        return POLL_QUEUE if step.action in registry and registry.get(step.action).polling else QUICK_QUEUE
+
+    def _publish(self, plan: Plan, run_id: str, ids: list[str], queue: str, producer: Any) -> None:
         task = self.app.tasks[STEP_TASK]
-        ids = list(step_ids)
         timed = [sid for sid in ids if (s := plan.steps.get(sid)) is not None and s.timeout]
         plain = [sid for sid in ids if sid not in set(timed)] if timed else ids
         size = max(1, min(MAX_BATCH, len(plain) // BATCH_SPREAD)) if len(plain) > BATCH_SPREAD else 1
-        with self.app.producer_or_acquire() as producer:
-            for sid in timed:
-                timeout = plan.steps[sid].timeout or 0
-                # A backstop: the step's own deadline stops it first (and kills its remote commands).
-                task.apply_async(kwargs={"run_id": run_id, "step_id": sid}, producer=producer, queue=QUICK_QUEUE,
-                                 soft_time_limit=timeout + SOFT_LIMIT_GRACE,
-                                 time_limit=timeout + SOFT_LIMIT_GRACE + 30)
-            for i in range(0, len(plain), size):
-                batch = plain[i:i + size]
-                kwargs: dict[str, Any] = {"run_id": run_id, "step_id": batch[0]}
-                if len(batch) > 1:
-                    kwargs["more"] = batch[1:]
-                task.apply_async(kwargs=kwargs, producer=producer, queue=QUICK_QUEUE)
+        for sid in timed:
+            timeout = plan.steps[sid].timeout or 0
+            # A backstop: the step's own deadline stops it first (and kills its remote commands).
+            task.apply_async(kwargs={"run_id": run_id, "step_id": sid}, producer=producer, queue=queue,
+                             soft_time_limit=timeout + SOFT_LIMIT_GRACE,
+                             time_limit=timeout + SOFT_LIMIT_GRACE + 30)
+        for i in range(0, len(plain), size):
+            batch = plain[i:i + size]
+            kwargs: dict[str, Any] = {"run_id": run_id, "step_id": batch[0]}
+            if len(batch) > 1:
+                kwargs["more"] = batch[1:]
+            task.apply_async(kwargs=kwargs, producer=producer, queue=queue)
 
     def tick(self, renew_locks: bool = False) -> int:
         """Publish steps whose timer is due or whose worker lost its lease. Returns how many."""

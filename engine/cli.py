@@ -33,7 +33,7 @@ class Client:
 
         self.config = load_config()
         url = self.config.redis_url or embedded.ensure_redis(self.config.state_dir)
-        self.app = make_app(url)
+        self.app = make_app(url, self.config.replication)
         self.rt = runtime(self.app)
         if need_worker and self.config.embedded:
             embedded.ensure_worker(self.config.state_dir, url)
@@ -239,10 +239,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+POLL_LATE_SHOWN = 5.0
+"""A poll that got a worker this many seconds after its due time says so in status (workers are saturated)."""
+
+
 def _step_table(run_id: str, steps: Sequence[dict[str, Any]]) -> None:
     rows = [("STEP", "ACTION", "STATUS", "TRY", "TIME", "NOTE")]
     for s in steps:
         note = s["error"] or s["waiting_reason"]
+        if s.get("poll_late") and s["poll_late"] >= POLL_LATE_SHOWN and s["status"] in ("waiting", "running"):
+            note = f"(poll {format_duration(s['poll_late'])} late) {note}"
         if s["needs_approval"]:
             note = f"approve: hotswap approve {run_id} {s['id']}"
         rows.append((s["id"], s["action"], f"{_ICON.get(s['status'], '?')} {s['status']}", str(s["attempt"] or ""),
@@ -364,7 +370,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     cfg = load_config()
     url = cfg.redis_url or ensure_redis(cfg.state_dir)
-    app = make_app(url)
+    app = make_app(url, cfg.replication)
     if args.pidfile:
         Path(args.pidfile).write_text(str(os.getpid()))
     if not args.no_supervise:

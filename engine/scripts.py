@@ -43,6 +43,7 @@ for i = 8, #KEYS do
 end
 local st = redis.call('HGET', statuses, step)
 local new_attempt = false
+local late = -1
 if st == 'pending' then
   if tonumber(redis.call('HGET', remaining, step) or '0') > 0 then return {'not_ready'} end
   new_attempt = true
@@ -50,7 +51,13 @@ if st == 'pending' then
 elseif st == 'waiting' then
   local wake = tonumber(redis.call('HGET', detail, 'wake_at') or '0')
   if wake > now then return {'early', tostring(wake)} end
-  new_attempt = redis.call('HGET', detail, 'wait_kind') == 'retry'
+  local wait_kind = redis.call('HGET', detail, 'wait_kind')
+  new_attempt = wait_kind == 'retry'
+  -- how long after its due time a poll got a worker: the cost of polls above capacity, shown in status
+  if wait_kind == 'poll' then
+    late = now - wake
+    redis.call('HSET', detail, 'poll_late', string.format('%.3f', late))
+  end
 elseif st == 'running' then
   local until_ = tonumber(redis.call('HGET', detail, 'lease_until') or '0')
   if until_ > now then return {'busy'} end
@@ -69,8 +76,13 @@ redis.call('ZADD', leases, now + lease, member)
 redis.call('ZREM', timers, member)
 local kind = 'running'
 if st == 'running' then kind = 'takeover' end
-redis.call('XADD', events, '*', 'type', 'step', 'step', step, 'status', 'running', 'kind', kind,
-  'attempt', attempt, 'worker', worker, 't', now)
+if late >= 0 then
+  redis.call('XADD', events, '*', 'type', 'step', 'step', step, 'status', 'running', 'kind', kind,
+    'attempt', attempt, 'worker', worker, 'late', string.format('%.3f', late), 't', now)
+else
+  redis.call('XADD', events, '*', 'type', 'step', 'step', step, 'status', 'running', 'kind', kind,
+    'attempt', attempt, 'worker', worker, 't', now)
+end
 return {'ok', tostring(token), tostring(attempt),
   redis.call('HGET', detail, 'memory') or '{}', redis.call('HGET', detail, 'decision') or ''}
 """

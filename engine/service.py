@@ -115,6 +115,7 @@ class Service:
                 "id": sid, "action": step.action, "status": d["status"], "attempt": d.get("attempt", 0),
                 "started": d.get("started"), "finished": d.get("finished"), "error": d.get("error") or "",
                 "waiting_reason": d.get("waiting_reason") or "", "result": d.get("result"),
+                "poll_late": d.get("poll_late"),
                 "needs_approval": bool(step.approval) and d["status"] == Status.WAITING and d.get("wait_kind") == "approval",
             })
         return rows

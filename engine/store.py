@@ -15,7 +15,7 @@ from typing import Any
 
 import redis
 
-from engine import scripts
+from engine import redisconn, scripts
 from engine.errors import InvalidTransition, LockHeld, RunNotFound, StepNotFound
 from engine.keys import (
     LEASE_SECONDS,
@@ -86,6 +86,11 @@ class Store:
         self._plans: dict[str, Plan] = {}
         self._meta: dict[str, dict[str, Any]] = {}
 
+    def _replicated(self, what: str, strict: bool = True) -> bool:
+        """Wait for as many replicas as the client asks for (Config.replication) to have ``what``, a transition
+        a failover must not lose; see :func:`engine.redisconn.wait_replicated`."""
+        return redisconn.wait_replicated(self.r, self.keys.prefix + "replication", what, strict=strict)
+
     # ---- runs ------------------------------------------------------------------------------
     def create_run(self, run_id: str, plan: Plan, meta: Mapping[str, Any]) -> None:
         k = self.keys
@@ -128,7 +133,9 @@ class Store:
                                   *[lock["limit"] for lock in plan.locks]])
         parts = [_s(x) for x in res]
         if parts[0] == "ok":
-            return None
+            if self._replicated(f"the locks of run {run_id}", strict=False):
+                return None
+            return plan.locks[0]["name"], f"{run_id} (itself: not yet confirmed by the Redis replicas)"
         return parts[1][len(self.keys.prefix) + len("lock:"):], parts[2]
 
     def wait_for_lock(self, run_id: str, lock: str, holders: str) -> None:
@@ -335,6 +342,7 @@ class Store:
             return Claim("orphaned", start_cleanup=parts[1] == "start_cleanup")
         if parts[0] != "ok":
             return Claim(parts[0])
+        self._replicated(f"the claim of step {step_id} (run {run_id})")
         decision = json.loads(parts[4]) if parts[4] else None
         return Claim("ok", parts[1], int(parts[2]), json.loads(parts[3]), decision)
 
@@ -353,6 +361,7 @@ class Store:
                   encode_memory(memory), "1" if step.cleanup else "0", budget, plan.budgets.get(budget, 0),
                   run_id, self.redeliver, *step.succ],
         )
+        self._replicated(f"the outcome of step {step_id} (run {run_id})")
         return _completion(res)
 
     def skip(self, run_id: str, step_id: str, reason: str) -> Completion | None:
@@ -514,6 +523,7 @@ class Store:
         first = bool(self.r.hsetnx(key, "decision", json.dumps(decision)))
         if first:
             self.event(run_id, type="approval", step=step_id, **{k: str(v) for k, v in decision.items()})
+        self._replicated(f"the decision on step {step_id} (run {run_id})", strict=False)
         return first
 
     def decision(self, run_id: str, step_id: str) -> dict[str, Any] | None:
@@ -550,7 +560,7 @@ def _field(value: Any) -> str | int | float:
 
 
 _COUNTS = ("n_steps", "n_done", "n_failed", "n_active", "n_cleanup", "n_cleanup_done")
-_NUMERIC = {"created", "started", "finished", "attempt", "wake_at", "lease_until", "token", *_COUNTS}
+_NUMERIC = {"created", "started", "finished", "attempt", "wake_at", "lease_until", "token", "poll_late", *_COUNTS}
 _JSON = {"params", "launched_by_detail", "result", "memory", "decision", "locks"}
 _BOOL = {"dry_run"}
 

@@ -6,6 +6,7 @@ so each test reads as what happens to one run, step by step.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -325,3 +326,34 @@ cleanup:
     follower.join(timeout=20)
     assert not follower.is_alive()
     assert views[0].steps.get("tidy") == "succeeded", "the follower stopped before the cleanup ended"
+
+
+def test_polling_and_gated_steps_are_published_to_the_poll_queue_quick_steps_to_the_quick_queue(
+        redis_url: str, tmp_path: Path) -> None:
+    from engine.celery_app import POLL_QUEUE, QUICK_QUEUE, Runtime, make_app
+
+    rt = Runtime(make_app(redis_url))
+    rt.store.r.delete(QUICK_QUEUE, POLL_QUEUE)
+    service = Service(rt.store, rt.executor.registry, rt.publish)
+    run = service.launch(runbook(tmp_path, """
+name: queues
+steps:
+  - parallel:
+      - id: quick
+        action: core.echo
+        with: {message: hi}
+      - id: poll
+        action: core.wait_until
+        with: {condition: "{{ false }}", interval: 10}
+      - id: gate
+        action: core.approve
+        with: {message: "ok?"}
+"""), {}, Identity("alice", "cli"))
+
+    def queued(queue: str) -> list[str]:
+        return sorted(json.loads(m)["headers"]["kwargsrepr"] for m in rt.store.r.lrange(queue, 0, -1))
+
+    assert run
+    assert [k for k in queued(QUICK_QUEUE) if "'quick'" in k] and len(queued(QUICK_QUEUE)) == 1
+    assert len(queued(POLL_QUEUE)) == 2 and all("'quick'" not in k for k in queued(POLL_QUEUE))
+    rt.store.r.delete(QUICK_QUEUE, POLL_QUEUE)
