@@ -9,7 +9,9 @@ from types import ModuleType
 
 from actions.base import ActionContext, ActionRegistry, ActionSpec, NotYet, action
 
-ACTION_MODULES = ["actions.core", "actions.host", "actions.ceph", "actions.monitoring", "actions.dc", "actions.chat"]
+ACTION_MODULES = [
+    "actions.core", "actions.host", "actions.ceph", "actions.ceph_devices", "actions.monitoring", "actions.dc", "actions.chat",
+]
 """Modules whose @action functions make up the default registry (a package stands for its modules)."""
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,11 +11,14 @@ import pytest
 from actions import dc
 from actions.base import ActionContext, ActionRegistry, NotYet
 from actions.http import HttpToolkit
+from actions.ssh import ConnectionPool, SSHSettings, SSHToolkit
 from engine.errors import ActionError, ConnectionFailed
 from inventory import Cluster, Datacenter, Host, Inventory, Rack
+from inventory.model import Disk
 from tests.support.alertmanager import free_port
 from tests.support.logs import ListLog
 from tests.support.receiver import Receiver, running_receiver
+from tests.support.sshd import Sshd, running_sshd
 
 RUN_URL = "https://hotswap.example/runs/run-42"
 SUBJECT = "[hotswap] replace node1 (rack r7, serial SN-0001)"
@@ -229,4 +233,232 @@ def test_wait_for_swap_in_dry_run_records_the_wait(inv: Inventory) -> None:
 
 def test_actions_are_registered() -> None:
     registry = ActionRegistry.from_modules([dc])
-    assert {s.name: s.polling for s in registry} == {"dc.notify": False, "dc.wait_for_swap": True}
+    assert {s.name: s.polling for s in registry} == {
+        "dc.notify": False, "dc.wait_for_swap": True, "dc.locate_on": False, "dc.locate_off": False,
+    }
+
+
+# -- disks in the notice --------------------------------------------------------------------------------
+
+DISKS = {
+    "disks": [
+        {"osd": 12, "host": "node1", "path": "/dev/sdc", "by_path": "/dev/disk/by-path/pci-0000:3b:00.0-sas-phy2-lun-0",
+         "slot": "7", "serial": "ZC1A2B3C", "model": "SEAGATE ST4000NM0035", "device_id": "SEAGATE_ST4000NM0035_ZC1A2B3C",
+         "type": "hdd", "size_bytes": 4000783007744, "role": "data", "source": "ceph+inventory"},
+        {"osd": 13, "host": "node1", "path": "/dev/sdd", "slot": None, "serial": None, "model": None,
+         "type": "hdd", "size_bytes": None, "source": "ceph"},
+    ],
+    "notes": ["osd.13: no serial for sdd (no unique device id: a virtual or loop device?)"],
+}
+
+
+def test_the_notice_names_each_disk_in_text_and_payload(rx: Receiver, inv: Inventory) -> None:
+    result = notify(make_ctx(inv), disks=DISKS)
+
+    assert result["disks"] == 2
+    [hook] = rx.http.requests("/hooks/dc")
+    payload = hook.json()
+    assert [(d["osd"], d["path"], d["slot"], d["serial"], d["model"]) for d in payload["disks"]] == [
+        (12, "/dev/sdc", "7", "ZC1A2B3C", "SEAGATE ST4000NM0035"), (13, "/dev/sdd", None, None, None),
+    ]
+    assert payload["disk_notes"] == DISKS["notes"]
+    [mail] = rx.smtp.mails
+    table = mail.body.replace("\r\n", "\n").split("Disks (2):\n", 1)[1]
+    lines = table.splitlines()
+    assert lines[0].split() == ["OSD", "Host", "Path", "Slot", "Serial", "Model", "Type", "Size", "By-path"]
+    assert lines[1].split() == ["osd.12", "node1", "/dev/sdc", "7", "ZC1A2B3C", "SEAGATE", "ST4000NM0035", "hdd",
+                                "3.6", "TiB", "/dev/disk/by-path/pci-0000:3b:00.0-sas-phy2-lun-0"]
+    assert lines[2].split() == ["osd.13", "node1", "/dev/sdd", "unknown", "unknown", "unknown", "hdd", "unknown",
+                                "unknown"]
+    assert "- osd.13: no serial for sdd" in mail.body
+    [ticket] = rx.http.requests("/api/tickets")
+    assert "ZC1A2B3C" in ticket.json()["description"] and ticket.json()["disks"][0]["slot"] == "7"
+
+
+def test_disks_unknown_to_everyone_are_said_so(rx: Receiver, inv: Inventory) -> None:
+    notify(make_ctx(inv), channels=["email"], disks={"disks": [], "notes": ["Ceph reports no disk for osd.2"]})
+    [mail] = rx.smtp.mails
+    assert "Disks: unknown (see the notes)" in mail.body and "- Ceph reports no disk for osd.2" in mail.body
+
+
+def test_a_retry_with_disks_still_sends_only_the_failed_channel(rx: Receiver, inv: Inventory) -> None:
+    rx.http.respond("/hooks/dc", 502, text="bad gateway", times=1)
+    memory: dict[str, Any] = {}
+    with pytest.raises(ActionError, match="webhook"):
+        notify(make_ctx(inv, memory=memory), disks=DISKS["disks"])
+    assert notify(make_ctx(inv, memory=memory, attempt=2), disks=DISKS["disks"])["sent"] == ["webhook"]
+    assert len(rx.smtp.mails) == 1 and len(rx.http.requests("/api/tickets")) == 1
+    assert [len(r.json()["disks"]) for r in rx.http.requests("/hooks/dc")] == [2, 2]
+
+
+def test_bad_disk_rows_are_refused_before_sending(rx: Receiver, inv: Inventory) -> None:
+    with pytest.raises(ActionError, match=r"disks\[0\] must be a mapping"):
+        notify(make_ctx(inv), disks=["/dev/sdb"])  # type: ignore[list-item]
+    assert rx.http.requests() == [] and rx.smtp.mails == []
+
+
+# -- locate LEDs, over a real sshd ----------------------------------------------------------------------
+
+LED = """#!/bin/sh
+# A stand-in for ledctl: records its arguments one per line, fails when one matches $LED_DIR/fail.
+dir=$(dirname "$0")
+{ for a in "$@"; do printf '[%s]' "$a"; done; echo; } >> "$dir/calls"
+if [ -f "$dir/fail" ]; then
+  for a in "$@"; do case "$a" in *"$(cat "$dir/fail")"*) echo "ledctl: cannot locate $a" >&2; exit 3;; esac; done
+fi
+"""
+
+ROWS = [
+    {"osd": 12, "host": "node1", "path": "/dev/sdc", "by_path": "/dev/disk/by-path/pci-0000:3b:00.0-sas-phy2-lun-0",
+     "slot": "7", "serial": "ZC1A2B3C"},
+    {"osd": 13, "host": "node1", "path": "/dev/it's $(touch pwned)", "slot": "8", "serial": None},
+]
+
+
+class Leds:
+    def __init__(self, root: Path) -> None:
+        self.dir = root / "led"
+        self.dir.mkdir()
+        self.program = self.dir / "led"
+        self.program.write_text(LED)
+        self.program.chmod(0o755)
+
+    def calls(self) -> list[str]:
+        path = self.dir / "calls"
+        return path.read_text().splitlines() if path.exists() else []
+
+    def fail_on(self, text: str | None) -> None:
+        if text is None:
+            (self.dir / "fail").unlink()
+        else:
+            (self.dir / "fail").write_text(text)
+
+
+@pytest.fixture
+def sshd(tmp_path: Path) -> Iterator[Sshd]:
+    with running_sshd(tmp_path / "sshd") as server:
+        yield server
+
+
+@pytest.fixture
+def pool() -> Iterator[ConnectionPool]:
+    p = ConnectionPool()
+    yield p
+    p.close_all()
+
+
+@pytest.fixture
+def leds(tmp_path: Path) -> Leds:
+    return Leds(tmp_path)
+
+
+def led_ctx(sshd: Sshd, pool: ConnectionPool, leds: Leds, *, commands: dict[str, tuple[str, ...]] | None = None,
+            host_commands: dict[str, tuple[str, ...]] | None = None, dry_run: bool = False,
+            memory: dict[str, Any] | None = None) -> ActionContext:
+    led = str(leds.program)
+    if commands is None:
+        commands = {"locate_on": (led, "locate={device}"), "locate_off": (led, "locate_off={device}")}
+    inv = Inventory(
+        clusters={"lab": Cluster("lab", admin_host="node1", commands=commands)},
+        hosts={"node1": Host("node1", address="127.0.0.1", port=sshd.port, user=sshd.user, cluster="lab",
+                             disks=(Disk("/dev/sdb", slot="1"), Disk("/dev/sdc", slot="2")),
+                             commands=host_commands or {})},
+    )
+    log = ListLog()
+    ctx = ActionContext(run_id="run-42", step_id="led", attempt=1, dry_run=dry_run, log=log, inventory=inv,
+                        memory={} if memory is None else memory)
+    ctx.ssh = SSHToolkit(
+        SSHSettings(known_hosts=sshd.known_hosts, key_file=sshd.client_key, use_agent=False, connect_timeout=5),
+        inv.host, log=log, dry_run=dry_run, would=ctx.would, pool=pool,
+    )
+    return ctx
+
+
+def log_text(ctx: ActionContext) -> str:
+    return "\n".join(m for _, m in ctx.log.lines)  # type: ignore[attr-defined]
+
+
+def test_locate_on_and_off_run_the_inventory_command_per_disk(sshd: Sshd, pool: ConnectionPool, leds: Leds,
+                                                               tmp_path: Path) -> None:
+    on = dc.locate_on(led_ctx(sshd, pool, leds), cluster="lab", host="node1", disks={"disks": ROWS, "notes": []})
+
+    assert leds.calls() == [
+        "[locate=/dev/disk/by-path/pci-0000:3b:00.0-sas-phy2-lun-0]",
+        "[locate=/dev/it's $(touch pwned)]",
+    ]
+    assert not (Path.home() / "pwned").exists() and not (tmp_path / "pwned").exists()
+    assert on["configured"] is True and on["disks"] == ["/dev/sdc", "/dev/it's $(touch pwned)"]
+    assert on["ran"][0] == f"{leds.program} locate=/dev/disk/by-path/pci-0000:3b:00.0-sas-phy2-lun-0"
+
+    off = dc.locate_off(led_ctx(sshd, pool, leds), cluster="lab", host="node1", disks=ROWS)
+    assert leds.calls()[2:] == [
+        "[locate_off=/dev/disk/by-path/pci-0000:3b:00.0-sas-phy2-lun-0]",
+        "[locate_off=/dev/it's $(touch pwned)]",
+    ]
+    assert off["state"] == "off" and len(off["ran"]) == 2
+
+
+def test_without_disks_the_hosts_inventory_devices_are_used_and_host_commands_win(
+    sshd: Sshd, pool: ConnectionPool, leds: Leds
+) -> None:
+    ctx = led_ctx(sshd, pool, leds, host_commands={"locate_on": (str(leds.program), "start", "slot={slot}")})
+    dc.locate_on(ctx, cluster="lab", host="node1")
+    assert leds.calls() == ["[start][slot=1]", "[start][slot=2]"]
+
+
+def test_a_failed_disk_does_not_stop_the_others_and_a_retry_runs_only_it(
+    sshd: Sshd, pool: ConnectionPool, leds: Leds
+) -> None:
+    leds.fail_on("pwned")
+    memory: dict[str, Any] = {}
+    with pytest.raises(ActionError, match=r"locate_on failed on node1 for /dev/it's \$\(touch pwned\): .*exit"):
+        dc.locate_on(led_ctx(sshd, pool, leds, memory=memory), cluster="lab", host="node1", disks=ROWS)
+    assert len(leds.calls()) == 2
+    assert len(memory["locate_on"]) == 1
+
+    leds.fail_on(None)
+    again = dc.locate_on(led_ctx(sshd, pool, leds, memory=memory), cluster="lab", host="node1", disks=ROWS)
+    assert leds.calls()[2:] == ["[locate=/dev/it's $(touch pwned)]"]
+    assert len(again["skipped"]) == 1 and len(again["ran"]) == 1
+
+
+def test_dry_run_shows_the_commands_and_runs_none(sshd: Sshd, pool: ConnectionPool, leds: Leds) -> None:
+    ctx = led_ctx(sshd, pool, leds, dry_run=True)
+    result = dc.locate_on(ctx, cluster="lab", host="node1", disks=ROWS)
+    assert leds.calls() == []
+    assert [p["kind"] for p in ctx.planned] == ["ssh", "ssh"]
+    assert ctx.planned[1]["command"] == f"{leds.program} 'locate=/dev/it'\"'\"'s $(touch pwned)'"
+    assert ctx.memory == {} and len(result["ran"]) == 2
+
+
+def test_no_locate_command_is_a_logged_no_op(sshd: Sshd, pool: ConnectionPool, leds: Leds) -> None:
+    ctx = led_ctx(sshd, pool, leds, commands={})
+    assert dc.locate_off(ctx, cluster="lab", host="node1", disks=ROWS) == {
+        "configured": False, "state": "off", "ran": [], "skipped": [], "disks": [],
+    }
+    assert "no locate_off command configured for host node1 or cluster lab" in log_text(ctx)
+    assert leds.calls() == []
+
+
+def test_a_disk_without_the_value_the_command_needs_is_refused_before_any_runs(
+    sshd: Sshd, pool: ConnectionPool, leds: Leds
+) -> None:
+    ctx = led_ctx(sshd, pool, leds, commands={"locate_on": (str(leds.program), "{slot}", "{serial}")})
+    with pytest.raises(ActionError) as e:
+        dc.locate_on(ctx, cluster="lab", host="node1", disks=ROWS)
+    assert str(e.value) == (
+        "locate_on on node1: /dev/it's $(touch pwned) has no value for {serial} "
+        "(add it to the host's devices entry in the inventory)"
+    )
+    assert leds.calls() == []
+    with pytest.raises(ActionError, match="is on host node7, not node1"):
+        dc.locate_on(ctx, cluster="lab", host="node1", disks=[{"host": "node7", "path": "/dev/sdb"}])
+
+
+def test_a_chassis_led_runs_once_for_all_disks_or_without_any(sshd: Sshd, pool: ConnectionPool, leds: Leds) -> None:
+    chassis = {"locate_on": (str(leds.program), "identify", "{host}")}
+    result = dc.locate_on(led_ctx(sshd, pool, leds, commands=chassis), cluster="lab", host="node1", disks=ROWS)
+    assert leds.calls() == ["[identify][node1]"]
+    assert result["disks"] == ["/dev/sdc", "/dev/it's $(touch pwned)"]
+    dc.locate_on(led_ctx(sshd, pool, leds, commands=chassis), cluster="lab", host="node1", disks=[])
+    assert leds.calls() == ["[identify][node1]", "[identify][node1]"]
