@@ -1,6 +1,6 @@
 """Which physical disks back which OSDs: what the datacenter technicians need to pull the right drive.
 
-``ceph.disks_of`` reads ``ceph osd tree`` (host of each OSD), ``ceph osd metadata`` (every OSD's
+``ceph.disks_of`` reads ``ceph osd tree`` (host of each OSD), ``ceph osd metadata N`` (each OSD's
 ``devices``, ``device_ids``, ``device_paths``, ``bluestore_bdev_*``, ``bluefs_db/wal_devices``) and
 ``ceph device ls`` (the mgr's device table, the same rows ``ceph device ls-by-daemon osd.N`` prints),
 then adds the slot, serial and model the inventory gives for the host's ``devices``.
@@ -25,9 +25,10 @@ from typing import Any
 
 from actions import cephjson as cj
 from actions.base import ActionContext, action
-from engine.errors import ActionError
+from engine.errors import ActionError, CommandFailed
 
 CEPH_TIMEOUT = 120.0
+ENOENT = 2
 UNKNOWN = "unknown"
 
 ROW_KEYS = ("osd", "host", "path", "by_path", "slot", "serial", "model", "device_id", "type", "size_bytes",
@@ -303,6 +304,21 @@ def _read(ctx: ActionContext, cluster: Any, *args: str, check: bool = True) -> A
     return cj.loads(result.stdout, "ceph " + " ".join(args))
 
 
+def _metadata(ctx: ActionContext, cluster: Any, osd: int) -> dict[str, Any] | None:
+    """``ceph osd metadata N``, one OSD at a time (the whole cluster's would flood the step log);
+    None when Ceph has none (ENOENT: never booted, or purged)."""
+    argv = [*cluster.ceph, "osd", "metadata", str(osd), "-f", "json"]
+    result = ctx.ssh.run(cluster.admin_host, argv, timeout=CEPH_TIMEOUT, mutating=False, check=False)
+    if result.exit_code == ENOENT:
+        return None
+    if result.exit_code != 0:
+        raise CommandFailed(cluster.admin_host, argv, result.exit_code, result.stderr)
+    data = cj.loads(result.stdout, f"ceph osd metadata {osd}")
+    if not isinstance(data, dict):
+        raise ActionError(f"'ceph osd metadata {osd}' did not print a JSON object: {result.stdout.strip()[:200]!r}")
+    return data
+
+
 @action("ceph.disks_of")
 def disks_of(ctx: ActionContext, *, cluster: str, host: str | None = None, osds: list[int] | None = None) -> dict[str, Any]:
     """Which disks back the OSDs of ``host`` (or the given ``osds``): path, by-path link, serial, model,
@@ -325,7 +341,7 @@ def disks_of(ctx: ActionContext, *, cluster: str, host: str | None = None, osds:
         if not osds:
             raise ActionError("ceph.disks_of: no OSD ids given")
         ids = sorted(set(osds))
-    metadata = {int(m["id"]): m for m in _read(ctx, c, "osd", "metadata") or [] if "id" in m}
+    metadata = {osd: m for osd in ids if (m := _metadata(ctx, c, osd)) is not None}
     listing = _read(ctx, c, "device", "ls", check=False)
     notes: list[str] = []
     if listing is None:

@@ -14,7 +14,7 @@ import pytest
 from actions import ceph_devices as cd
 from actions.base import ActionContext
 from actions.ssh import ConnectionPool, SSHSettings, SSHToolkit
-from engine.errors import ActionError
+from engine.errors import ActionError, CommandFailed
 from inventory.model import Cluster, Disk, Host, Inventory
 from tests.support.logs import ListLog
 from tests.support.sshd import Sshd, running_sshd
@@ -192,7 +192,11 @@ def pool() -> Iterator[ConnectionPool]:
 def answers(tmp_path: Path) -> Cluster1:
     c = Cluster1(tmp_path)
     c.answer("osd tree", (SAMPLES / "osd_tree_with_unplaced_bluestore.json").read_text())
-    c.answer("osd metadata", (SAMPLES / "osd_metadata_all.json").read_text())
+    for meta in sample("osd_metadata_all.json"):
+        c.answer(f"osd metadata {meta['id']}", json.dumps(meta))
+    enoent = (SAMPLES / "osd_metadata_42_nonexistent.stdout-rc-stderr.txt").read_text().strip().splitlines()
+    assert enoent[0] == "rc=2"
+    c.fail("osd metadata 42", 2, enoent[1])
     c.answer("device ls", (SAMPLES / "device_ls.json").read_text())
     return c
 
@@ -222,7 +226,9 @@ def test_a_memstore_host_falls_back_to_the_inventory_disks(sshd: Sshd, pool: Con
     ctx = make_ctx(sshd, pool, answers, dry_run=True, node2_disks=disks)
     result = cd.disks_of(ctx, cluster="lab", host="node2")
 
-    assert answers.calls() == ["osd tree -f json", "osd metadata -f json", "device ls -f json"]
+    assert answers.calls() == [
+        "osd tree -f json", "osd metadata 2 -f json", "osd metadata 3 -f json", "device ls -f json",
+    ]
     assert result["unknown_osds"] == [2, 3]
     assert [(r["osd"], r["path"], r["slot"], r["serial"], r["source"]) for r in result["disks"]] == [
         (None, "/dev/lab/node2-a", "1", None, "inventory"),
@@ -240,7 +246,7 @@ def test_a_memstore_host_falls_back_to_the_inventory_disks(sshd: Sshd, pool: Con
 
 def test_named_osds_outside_any_host_bucket(sshd: Sshd, pool: ConnectionPool, answers: Cluster1) -> None:
     documented = sample("osd_metadata_8_documented_format_lvm_db.json")
-    answers.answer("osd metadata", json.dumps([*sample("osd_metadata_all.json")[:8], documented]))
+    answers.answer("osd metadata 8", json.dumps(documented))
     answers.fail("device ls", 2, "Error ENOTSUP: mgr is unavailable")
     disks = (Disk("/dev/disk/by-id/scsi-ZC1A2B3C", slot="7", serial="ZC1A2B3C"),)
     ctx = make_ctx(sshd, pool, answers, node2_disks=disks)
@@ -254,6 +260,14 @@ def test_named_osds_outside_any_host_bucket(sshd: Sshd, pool: ConnectionPool, an
         "'ceph device ls' failed (is the mgr up?): device ids come from the OSD metadata only",
         "no metadata for osd.42 (never booted, or purged): its disk is unknown to Ceph",
     ]
+
+
+def test_a_failing_metadata_read_is_not_taken_for_a_missing_osd(
+    sshd: Sshd, pool: ConnectionPool, answers: Cluster1
+) -> None:
+    answers.fail("osd metadata 3", 110, "Error ETIMEDOUT: timed out")
+    with pytest.raises(CommandFailed, match="ETIMEDOUT"):
+        cd.disks_of(make_ctx(sshd, pool, answers), cluster="lab", osds=[3])
 
 
 def test_refusals(sshd: Sshd, pool: ConnectionPool, answers: Cluster1) -> None:
