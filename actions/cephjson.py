@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -491,7 +492,7 @@ def utilization(df: Mapping[str, Any]) -> dict[str, Any]:
 
 def same_weight(a: float, b: float) -> bool:
     """CRUSH stores weights as 16.16 fixed point: 0.1 reads back as 0.099990844726562."""
-    return math.isclose(a, b, abs_tol=1e-4)
+    return math.isclose(a, b, abs_tol=2e-5)
 
 
 def next_weight(current: float, target: float, step: float) -> float:
@@ -501,8 +502,8 @@ def next_weight(current: float, target: float, step: float) -> float:
     if same_weight(current, target):
         return target
     if current > target:
-        return round(max(target, current - step), 4)
-    return round(min(target, current + step), 4)
+        return round(max(target, current - step), 6)
+    return round(min(target, current + step), 6)
 
 
 def plan_weights(current: float, target: float, step: float) -> list[float]:
@@ -562,6 +563,11 @@ def parse_number(stdout: str, what: str) -> float:
         return float(value)
     except (TypeError, ValueError):
         raise ActionError(f"'{what}' printed {value!r}, not a number") from None
+
+
+def osd_ids_in(text: str) -> list[int]:
+    """OSD ids named ``osd.N`` in a health message or detail line."""
+    return sorted({int(m) for m in re.findall(r"\bosd\.(\d+)\b", text)})
 
 
 def names(osds: Iterable[int]) -> str:
@@ -730,3 +736,44 @@ def hosts_down_problems(
                 f"but {pool.describe()} spans {hosts} hosts, so at most {max(spare, 0)} may be: lower "
                 f"max_hosts_down to {max(spare, 0)} or add hosts")
     return problems
+
+
+GROUP_FLAGS = frozenset({"noout", "noin", "noup", "nodown"})
+"""Flags ``ceph osd set-group`` can scope to a CRUSH node (host) instead of the whole cluster."""
+
+
+def group_flags(dump: Mapping[str, Any], node: str) -> set[str]:
+    """Flags set on CRUSH node ``node`` with ``osd set-group`` (``crush_node_flags`` of ``osd dump``)."""
+    return {str(f) for f in (dump.get("crush_node_flags") or {}).get(node) or []}
+
+
+def validate_group_flags(flags: Iterable[str]) -> list[str]:
+    chosen = list(dict.fromkeys(flags))
+    unknown = [f for f in chosen if f not in GROUP_FLAGS]
+    if unknown or not chosen:
+        raise ActionError(f"flag(s) {', '.join(unknown) or '(none)'} cannot be scoped to a host: use "
+                          f"{', '.join(sorted(GROUP_FLAGS))}")
+    return chosen
+
+
+# -- the mon config database -------------------------------------------------------------------------
+
+
+def config_entries(dump: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """Options set without a mask in ``config dump``, keyed ``SECTION/NAME`` (``osd/osd_max_backfills``,
+    ``osd.4/osd_crush_initial_weight``), values as text."""
+    return {f"{e['section']}/{e['name']}": str(e["value"]) for e in dump if not e.get("mask")}
+
+
+def config_key(key: str, who: str) -> tuple[str, str]:
+    """(section, option) of ``SECTION/NAME``, or of a bare ``NAME`` for section ``who``."""
+    section, _, name = key.rpartition("/")
+    return (section or who), name
+
+
+def same_config(a: str, b: str) -> bool:
+    """Config values compared as numbers when both are (``config dump`` prints ``0.000000`` for ``0``)."""
+    try:
+        return math.isclose(float(a), float(b), abs_tol=1e-9)
+    except ValueError:
+        return a == b

@@ -15,12 +15,13 @@ from types import ModuleType
 
 from actions.ceph.checks import ok_to_stop, safe_to_destroy
 from actions.ceph.creation import add_node
-from actions.ceph.flags import set_flags, unset_flags
+from actions.ceph.flags import set_flags, set_host_flags, unset_flags, unset_host_flags
 from actions.ceph.health import wait_healthy
 from actions.ceph.preflight import preflight, projected_utilization
 from actions.ceph.read import health, osds_of, status, utilization
 from actions.ceph.rebalance import rebalance_choice, rebalance_step
 from actions.ceph.removal import destroy_osds, out, purge_osds, remove_host, stop_osds
+from actions.ceph.throttle import hold_new_osds_at_zero, restore_config, throttle_recovery
 from actions.ceph.weights import reweight
 
 
@@ -33,6 +34,7 @@ __all__ = [
     "add_node",
     "destroy_osds",
     "health",
+    "hold_new_osds_at_zero",
     "modules",
     "ok_to_stop",
     "osds_of",
@@ -43,12 +45,16 @@ __all__ = [
     "rebalance_choice",
     "rebalance_step",
     "remove_host",
+    "restore_config",
     "reweight",
     "safe_to_destroy",
     "set_flags",
+    "set_host_flags",
     "status",
     "stop_osds",
+    "throttle_recovery",
     "unset_flags",
+    "unset_host_flags",
     "utilization",
     "wait_healthy",
 ]

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from actions import cephjson as cj
-from actions.base import ActionContext
+from actions.base import ActionContext, NotYet
 from actions.ssh import CommandResult
 from engine.errors import ActionError, CommandFailed, CommandTimeout, ConnectionFailed, SafetyCheckFailed
 
@@ -204,6 +204,9 @@ def ride_out(ctx: ActionContext, poll: Callable[[], T], *, grace: float, interva
     memory = ctx.memory
     try:
         value = poll()
+    except NotYet:
+        _answered(ctx)
+        raise
     except (CommandFailed, CommandTimeout, ConnectionFailed) as exc:
         reason = transient_reason(exc)
         if reason is None or ctx.dry_run or grace <= 0:
@@ -219,7 +222,11 @@ def ride_out(ctx: ActionContext, poll: Callable[[], T], *, grace: float, interva
         ctx.log.warning(f"cluster not answering for {down:.0f}s, riding it out (up to {grace:g}s): {reason}")
         ctx.not_yet(min(interval, 5.0), f"cluster not answering for {down:.0f}s (riding it out up to {grace:g}s): "
                     f"{reason}")
-    if "unreachable_since" in memory:
-        ctx.log.info(f"cluster answering again after {now() - float(memory.pop('unreachable_since')):.0f}s")
-        memory.pop("unreachable_reason", None)
+    _answered(ctx)
     return value
+
+
+def _answered(ctx: ActionContext) -> None:
+    if "unreachable_since" in ctx.memory:
+        ctx.log.info(f"cluster answering again after {now() - float(ctx.memory.pop('unreachable_since')):.0f}s")
+        ctx.memory.pop("unreachable_reason", None)

@@ -495,7 +495,7 @@ def test_reweight_finishes_when_at_target_and_clean() -> None:
     assert isinstance(signal, NotYet) and "data still settling" in str(signal)
     replay = Replay("drained")
     result = poll(ceph.reweight, replay, memory, cluster="lab", host="node1", target=0.0)
-    assert result == {"osds": [0, 1], "from": {"0": 1.0, "1": 1.0}, "to": 0.0, "steps": 4}
+    assert result == {"osds": [0, 1], "from": {"0": 1.0, "1": 1.0}, "to": 0.0, "steps": 4, "max_latency_ms": None}
     assert replay.mutations() == []
 
 
