@@ -299,7 +299,7 @@ def wait_settled(cli: CephCli, timeout: float, stats_period: float = 1.0) -> Non
 
 def install_scripts(layout: Layout) -> None:
     """``bin/lab-osd`` and ``bin/lab-client-load``: standard library (and rados) only, for /usr/bin/python3."""
-    for source, target in (("osdctl.py", layout.lab_osd),):
+    for source, target in (("osdctl.py", layout.lab_osd), ("loadgen.py", layout.client_load)):
         shutil.copyfile(Path(__file__).with_name(source), target)
         target.chmod(0o755)
 

@@ -17,7 +17,7 @@ T = TypeVar("T")
 
 LAB_EXECUTABLES = ("ceph-mon", "ceph-mgr", "ceph-osd", "sshd", "prometheus-alertmanager", "python")
 """Only processes whose program name starts with one of these are ever signalled by ``down``."""
-LAB_SCRIPTS = ("receiver.py", "/lab-osd", "/lab-write-objects", "/ceph", "/rados")
+LAB_SCRIPTS = ("receiver.py", "/lab-osd", "/lab-write-objects", "/lab-client-load", "/ceph", "/rados")
 """Python programs of the lab (and lab clients: the ceph CLI is a Python script)."""
 
 

@@ -18,8 +18,10 @@ from engine.service import Identity, Service
 from engine.states import Status
 from engine.store import Store
 from inventory.sources import load_inventory
-from lab import Lab
+from lab import Lab, clientload
+from lab.clientload import ClientLoad
 from lab.pytest_plugin import ceph_lab  # noqa: F401 - the session fixture, re-exported for these tests
+from tests.lab_e2e.pgsampler import PgSampler
 from tests.support.redis_server import RedisServer
 from tests.support.workers import Worker
 
@@ -117,6 +119,25 @@ def settled_lab(ceph_lab: Lab) -> Lab:  # noqa: F811
     ceph_lab.wait_settled(timeout=300)
     ceph_lab.clear_received()
     return ceph_lab
+
+
+@pytest.fixture
+def pg_sampler(settled_lab: Lab) -> Iterator[PgSampler]:
+    """Every PG's state about once a second for the whole test; read ``pg_sampler.findings``."""
+    with PgSampler(settled_lab) as sampler:
+        yield sampler
+
+
+@pytest.fixture
+def client_load(settled_lab: Lab) -> Iterator[ClientLoad]:
+    """4 KiB client writes+reads on the replicated and the EC pool for the whole test, the idle p99
+    measured first (5 s). Time phases with ``client_load.window("drain")``; ``client_load.stop()`` returns
+    the summary (ops, errors, p99_ms, idle_p99_ms, windows[...]); teardown stops it if the test did not."""
+    load = clientload.start(settled_lab)
+    try:
+        yield load
+    finally:
+        load.stop()
 
 
 def silences(lab: Lab) -> list[dict[str, Any]]:

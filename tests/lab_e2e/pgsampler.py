@@ -15,6 +15,8 @@ from typing import Any
 
 from lab import Lab, LabError
 
+CRUSH_ITEM_NONE = 2**31 - 1
+"""An EC PG's missing shard in an acting set (replicated PGs just list fewer OSDs)."""
 BAD_COMPONENTS = frozenset({"down", "incomplete", "stale", "unknown", "inconsistent", "recovery_unfound",
                             "backfill_unfound"})
 
@@ -75,7 +77,7 @@ def parse(doc: Any, min_size: dict[int, int], at: float) -> Sample:
     for row in rows:
         pgid, state = str(row["pgid"]), str(row["state"])
         parts = set(state.split("+"))
-        acting = [int(o) for o in row.get("acting") or [] if int(o) >= 0]
+        acting = [int(o) for o in row.get("acting") or [] if 0 <= int(o) < CRUSH_ITEM_NONE]
         states[state] += 1
         min_acting = min(min_acting, len(acting))
         if "active" not in parts:
