@@ -321,8 +321,10 @@ def _metadata(ctx: ActionContext, cluster: Any, osd: int) -> dict[str, Any] | No
 
 @action("ceph.disks_of")
 def disks_of(ctx: ActionContext, *, cluster: str, host: str | None = None, osds: list[int] | None = None) -> dict[str, Any]:
-    """Which disks back the OSDs of ``host`` (or the given ``osds``): path, by-path link, serial, model,
-    type, size, and the slot the inventory gives; unknown values are null and ``notes`` say why.
+    """Which disks back the OSDs of ``host`` (or of ``osds``): path, serial, model, type, size, slot.
+
+    One row per disk in ``disks`` (also the by-path link and the OSD's role for the disk; the slot comes
+    from the inventory's ``devices``); unknown values are null and ``notes`` say why.
 
     Read-only (runs in dry-run too). Run it before the OSDs are purged: Ceph forgets a purged OSD's
     metadata. For a whole host, disks of its inventory ``devices`` that no OSD matched are listed too.

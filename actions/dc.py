@@ -419,8 +419,10 @@ def _locate(ctx: ActionContext, cluster: str, host: str, disks: Any, state: str,
 @action("dc.locate_on")
 def locate_on(ctx: ActionContext, *, cluster: str, host: str, disks: list[dict[str, Any]] | dict[str, Any] | None = None,
               timeout: float = LOCATE_TIMEOUT) -> dict[str, Any]:
-    """Switch on the locate LED of each disk (``disks`` from ``ceph.disks_of``; default: the host's
-    inventory ``devices``) with the inventory's ``locate_on`` command, run over SSH on ``host``.
+    """Switch on the locate LED of each disk with the inventory's ``locate_on`` command (over SSH).
+
+    ``disks``: the result of ``ceph.disks_of`` or its rows (default: the host's inventory ``devices``);
+    the command runs on ``host``.
 
     ``{device}`` is the disk's stable /dev/disk/by-path link when Ceph reports one (the new disk gets the
     same one), else its path. Disks whose commands are identical (a chassis LED) run it once. No
@@ -432,7 +434,9 @@ def locate_on(ctx: ActionContext, *, cluster: str, host: str, disks: list[dict[s
 @action("dc.locate_off")
 def locate_off(ctx: ActionContext, *, cluster: str, host: str, disks: list[dict[str, Any]] | dict[str, Any] | None = None,
                timeout: float = LOCATE_TIMEOUT) -> dict[str, Any]:
-    """Switch the locate LEDs off again (the inventory's ``locate_off``); the same disks as ``dc.locate_on``.
+    """Switch the locate LEDs off again with the inventory's ``locate_off`` command (over SSH).
+
+    Give it the same ``disks`` as ``dc.locate_on``.
 
     For after the swap and for ``cleanup:``. Every disk is tried even when one fails; no configured
     command is a no-op that says so.
