@@ -17,14 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import redis
-
 from bench import report
 from bench.dyrygent_worker import QUEUE as DYRYGENT_QUEUE
 from bench.procs import ROOT, PeakMemory, RedisServer, Worker, clean, traffic_bytes
 from bench.report import Row, Sample
 from bench.runbooks import SHAPES, Generated, generate
 from engine.celery_app import QUICK_QUEUE
+from engine.config import redis_client
 from engine.keys import Keys
 
 MIB = 1024 * 1024
@@ -105,7 +104,7 @@ class Bench:
         self.opts, self.tmp = opts, tmp
         self.t0 = time.monotonic()
         self.redis = RedisServer(tmp / "redis").start()
-        self.r = redis.Redis.from_url(self.redis.url)
+        self.r = redis_client(self.redis.url)
         self.keys = Keys()
         self.rows: list[Row] = []
         self.ceiling: float | None = None
