@@ -380,6 +380,8 @@ def _locate(ctx: ActionContext, cluster: str, host: str, disks: Any, state: str,
         ctx.log.info(f"no {name} command configured for host {host} or cluster {cluster} "
                      f"(commands.{name} in the inventory): locate LEDs left as they are")
         return {"configured": False, "state": state, "ran": [], "skipped": [], "disks": []}
+    if ctx.ssh is None:
+        raise ActionError("no SSH toolkit: configure an inventory (HOTSWAP_INVENTORY) for the workers")
     rows = _locate_rows(ctx, host, disks)
     commands = _led_commands(template, name, host, rows, ctx.log)
     if not commands:
