@@ -12,7 +12,7 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from billiard.exceptions import WorkerLostError
@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 
 from engine import config as hconfig
 from engine.errors import RunNotFound
+from engine.hooks import Hooks, StepHooks
 from engine.keys import BROKER_VISIBILITY_TIMEOUT, INLINE_STEPS, LOCK_RENEW_EVERY_TICKS, TICK_SECONDS
 from engine.plan import Plan
 from engine.redisconn import Replication, celery_urls
@@ -128,7 +129,8 @@ def _register_tasks(app: Celery) -> None:
 class Runtime:
     """Per-process state of a worker or client: the store, executors, and how to publish steps."""
 
-    def __init__(self, app: Celery) -> None:
+    def __init__(self, app: Celery, hooks: Sequence[StepHooks] = ()) -> None:
+        """``hooks``: observers of every step this process executes (engine/hooks.py); the one place to add them."""
         from actions import default_registry
         from engine.context import toolkit_factory
         from engine.executor import Executor
@@ -141,7 +143,7 @@ class Runtime:
         worker = worker_name(os.getpid())
         factory = toolkit_factory()
         self.executor = Executor(self.store, registry, self.publish, worker, factory, (SoftTimeLimitExceeded,),
-                                 inline=INLINE_STEPS)
+                                 inline=INLINE_STEPS, hooks=Hooks(hooks))
         self.canvas_executor = Executor(self.store, registry, lambda run_id, ids: None, worker, factory,
                                         (SoftTimeLimitExceeded,))
 

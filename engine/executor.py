@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 from actions.base import ActionContext, ActionRegistry, ActionSpec, NotYet, check_value, coerce_value
 from engine import templating
 from engine.errors import ActionMismatch, HotswapError, StepTimeout, UnknownActionError
+from engine.hooks import Hooks
 from engine.keys import CANCEL_CHECK_SECONDS, DEPLOY_RECHECK_SECONDS, LEASE_SECONDS
 from engine.plan import Plan, PlanStep
 from engine.secrets import resolve_params as resolve_secrets
@@ -238,6 +239,8 @@ class Executor:
     rng: random.Random = field(default_factory=random.Random)
     lease: float = LEASE_SECONDS
     """How long a running step's claim lasts without renewal (renewed every third of it)."""
+    hooks: Hooks = field(default_factory=Hooks)
+    """Observers of each step's life (metrics, audit sinks): see engine/hooks.py."""
     deploy_recheck: float = DEPLOY_RECHECK_SECONDS
     """How often a step parked for a compatible worker is tried again (on whichever worker takes it)."""
     inline: int = 0
@@ -276,6 +279,7 @@ class Executor:
             return claim.outcome
         plan = self.store.plan(run_id)
         step = plan.steps.get(step_id) or plan.cleanup[step_id]
+        self.hooks.emit("claimed", run_id, step_id, step.action, claim.attempt, claim.takeover)
         record = self.store.run_meta(run_id)
         memory = dict(claim.memory or {})
         try:
@@ -378,8 +382,7 @@ class Executor:
         if memory.get("deploy_wait") != reason:
             memory["deploy_wait"] = reason
             self._attention(run_id, step.id, f"waiting for a compatible worker: {reason}", log)
-        self.store.park(run_id, step.id, claim.token, kind="deploy", wake_at=time.time() + self.deploy_recheck,
-                        reason=reason, memory=memory)
+        self._park(run_id, step, claim, "deploy", time.time() + self.deploy_recheck, reason, memory)
         return "waiting"
 
     def _approval_gate(self, run_id: str, step: PlanStep, claim: Claim, memory: dict[str, Any],
@@ -404,8 +407,8 @@ class Executor:
                     self.store.event(run_id, type="approval_requested", step=step.id,
                                      message=approval.get("message", ""), approvers=",".join(approval.get("approvers") or []))
                 wake = deadline if deadline is not None else now + 86400
-                self.store.park(run_id, step.id, claim.token, kind="approval", wake_at=wake,
-                                reason=f"waiting for approval: {approval.get('message', '')}", memory=memory)
+                self._park(run_id, step, claim, "approval", wake, f"waiting for approval: {approval.get('message', '')}",
+                           memory)
                 return "waiting"
         if not decision.get("approved"):
             error = f"not approved by {decision.get('by')}: {decision.get('comment') or 'rejected'}"
@@ -424,7 +427,7 @@ class Executor:
         if wait.reason and wait.reason != memory.get("last_wait_reason"):
             log.info(f"waiting: {wait.reason}")
         memory["last_wait_reason"] = wait.reason
-        self.store.park(run_id, step.id, claim.token, kind="poll", wake_at=wake, reason=wait.reason, memory=memory)
+        self._park(run_id, step, claim, "poll", wake, wait.reason, memory)
         return "waiting"
 
     def _fail_or_retry(self, run_id: str, step: PlanStep, claim: Claim, memory: dict[str, Any], error: str,
@@ -441,8 +444,7 @@ class Executor:
                 return self._finish(run_id, step, claim, Status.FAILED, memory, log.secrets,
                                     error=f"{error} (no time left for a retry within the step timeout)")
             log.info(f"retrying in {delay:.1f}s")
-            self.store.park(run_id, step.id, claim.token, kind="retry", wake_at=time.time() + delay,
-                            reason=f"retry after: {error}", memory=memory)
+            self._park(run_id, step, claim, "retry", time.time() + delay, f"retry after: {error}", memory)
             return "retrying"
         return self._finish(run_id, step, claim, Status.FAILED, memory, log.secrets, error=error)
 
@@ -465,6 +467,11 @@ class Executor:
             self.enqueue(run_id, ready)
         return "started"
 
+    def _park(self, run_id: str, step: PlanStep, claim: Claim, kind: str, wake_at: float, reason: str,
+              memory: dict[str, Any]) -> None:
+        if self.store.park(run_id, step.id, claim.token, kind=kind, wake_at=wake_at, reason=reason, memory=memory):
+            self.hooks.emit("parked", run_id, step.id, step.action, kind, wake_at, reason)
+
     def _finish(self, run_id: str, step: PlanStep, claim: Claim, status: Status, memory: dict[str, Any],
                 secrets: list[str], *, result: Any = None, error: str = "") -> str:
         """Record the outcome, scrubbed of the secret values this execution resolved (resolving them again
@@ -477,6 +484,9 @@ class Executor:
             status = Status.FAILED
         if done is None:
             return "stale"
+        if self.hooks:
+            seconds = time.monotonic() - claim.at if claim.at else 0.0
+            self.hooks.emit("finished", run_id, step.id, step.action, status.value, seconds, error)
         self.release(run_id, done, failed_item=step if "tolerated" in done.flags else None)
         return "tolerated" if "tolerated" in done.flags else status.value
 
@@ -507,6 +517,7 @@ class Executor:
     def _start_cleanup(self, run_id: str) -> None:
         roots = self.store.plan(run_id).cleanup_roots()
         self.store.arm(run_id, roots)
+        self.hooks.emit("cleanup_started", run_id)
         self.enqueue(run_id, roots)
 
 

@@ -84,7 +84,7 @@ else
     'attempt', attempt, 'worker', worker, 't', now)
 end
 return {'ok', tostring(token), tostring(attempt),
-  redis.call('HGET', detail, 'memory') or '{}', redis.call('HGET', detail, 'decision') or ''}
+  redis.call('HGET', detail, 'memory') or '{}', redis.call('HGET', detail, 'decision') or '', kind}
 """
 
 # Shared by complete and skip: release successors of a step that counts as done, finish the run when

@@ -43,6 +43,10 @@ class Claim:
     decision: dict[str, Any] | None = None
     lost_lock: str = ""
     start_cleanup: bool = False
+    takeover: bool = False
+    """The step was running under a worker that lost its lease; this claim takes it over."""
+    at: float = 0.0
+    """time.monotonic() when this process claimed it."""
 
     @property
     def ok(self) -> bool:
@@ -344,7 +348,8 @@ class Store:
             return Claim(parts[0])
         self._replicated(f"the claim of step {step_id} (run {run_id})")
         decision = json.loads(parts[4]) if parts[4] else None
-        return Claim("ok", parts[1], int(parts[2]), json.loads(parts[3]), decision)
+        return Claim("ok", parts[1], int(parts[2]), json.loads(parts[3]), decision,
+                     takeover=parts[5] == "takeover", at=time.monotonic())
 
     def complete(self, run_id: str, step_id: str, token: str, status: Status, *, result: Any = None,
                  error: str = "", memory: Mapping[str, Any] | None = None) -> Completion | None:

@@ -357,3 +357,43 @@ steps:
     assert [k for k in queued(QUICK_QUEUE) if "'quick'" in k] and len(queued(QUICK_QUEUE)) == 1
     assert len(queued(POLL_QUEUE)) == 2 and all("'quick'" not in k for k in queued(POLL_QUEUE))
     rt.store.r.delete(QUICK_QUEUE, POLL_QUEUE)
+
+
+def test_hooks_see_a_step_claimed_parked_for_a_retry_and_finished_and_a_failing_hook_changes_nothing(
+        redis_url: str, tmp_path: Path) -> None:
+    from engine.hooks import Hooks, StepHooks
+
+    seen: list[tuple[Any, ...]] = []
+
+    class Recorder(StepHooks):
+        def claimed(self, run_id: str, step_id: str, action: str, attempt: int, takeover: bool) -> None:
+            seen.append(("claimed", step_id, attempt, takeover))
+
+        def parked(self, run_id: str, step_id: str, action: str, kind: str, wake_at: float, reason: str) -> None:
+            seen.append(("parked", step_id, kind))
+
+        def finished(self, run_id: str, step_id: str, action: str, status: str, seconds: float, error: str) -> None:
+            seen.append(("finished", step_id, status))
+
+    class Broken(StepHooks):
+        def finished(self, run_id: str, step_id: str, action: str, status: str, seconds: float, error: str) -> None:
+            raise RuntimeError("metrics backend down")
+
+    store = make_store(redis_url, "t-hooks:")
+    driver = Driver(store, default_registry())
+    driver.executor.hooks = Hooks([Broken(), Recorder()])
+    run = driver.launch(runbook(tmp_path, """
+name: hooks
+steps:
+  - id: flaky
+    action: core.fail
+    with: {message: not yet, times: 1}
+    retry: {attempts: 2, backoff: 0.01, jitter: false}
+"""))
+    driver.drain()
+    store.wake_now(run, "flaky")
+    driver.queue = [(r, s) for r, s in store.due_timers() if r == run]
+    driver.drain()
+    assert store.run(run)["status"] == Status.SUCCEEDED
+    assert seen == [("claimed", "flaky", 1, False), ("parked", "flaky", "retry"),
+                    ("claimed", "flaky", 2, False), ("finished", "flaky", "succeeded")]
