@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
-from redis.sentinel import Sentinel
+from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from engine.errors import ConfigError, HotswapError
 
@@ -204,29 +204,39 @@ def _netloc(host: str, port: int) -> str:
 
 
 def wait_replicated(client: redis.Redis, probe_key: str, what: str, *, strict: bool = True) -> bool:
-    """Wait until the configured number of replicas has every write acknowledged so far, ``what`` included.
+    """Make sure a transition just written will survive a failover, as far as the configuration asks.
 
-    ``WAIT`` only covers the writes of the connection it is sent on, and a pooled client may send it on
-    another one; so a write to ``probe_key`` goes first on the same connection: a replica that has it has
-    everything the master acknowledged before it. True when confirmed (or nothing is asked); otherwise
-    NotReplicated when ``strict``, else a warning and False. The transition stands on the master either way.
+    With ``min_replicas``, wait until that many replicas have every write acknowledged so far, ``what``
+    included. ``WAIT`` only covers the writes of the connection it is sent on, and a pooled client may send
+    it on another one; so a write to ``probe_key`` goes first on the same connection: a replica that has it
+    has everything the master acknowledged before it. Through Sentinel, also ask the sentinels whether the
+    server written to is still the master: after a failover the old master accepts writes until Sentinel
+    demotes it (seconds later), and everything it took meanwhile is discarded; asking also moves the
+    client's connections to the new master.
+
+    True when confirmed (or nothing is asked); otherwise NotReplicated when ``strict``, else a warning and
+    False. The transition stands on the server either way.
     """
-    policy = client.replication if isinstance(client, HotswapRedis) else None
-    if policy is None or policy.min_replicas == 0:
+    policy = client.replication if isinstance(client, HotswapRedis) else Replication()
+    pool: Any = client.connection_pool
+    sentinel = isinstance(pool, SentinelConnectionPool)
+    if policy.min_replicas == 0 and not sentinel:
         return True
-    master = getattr(client.connection_pool, "master_address", None)
-    pipe = client.pipeline(transaction=False)
-    pipe.incr(probe_key)
-    pipe.wait(policy.min_replicas, int(policy.timeout * 1000))
-    acked = int(pipe.execute()[1])
-    moved = master is not None and getattr(client.connection_pool, "master_address", None) != master
+    written_to = pool.master_address if sentinel else None
+    acked = 0
+    if policy.min_replicas:
+        pipe = client.pipeline(transaction=False)
+        pipe.incr(probe_key)
+        pipe.wait(policy.min_replicas, int(policy.timeout * 1000))
+        acked = int(pipe.execute()[1])
+    moved = sentinel and pool.get_master_address() != written_to
     if acked >= policy.min_replicas and not moved:
         return True
-    why = ("the master changed while waiting for its replicas" if moved else
+    why = (f"Sentinel names another master than {written_to[0]}:{written_to[1]} now" if moved and written_to else
            f"{acked} of the {policy.min_replicas} replicas asked for (min_replicas) confirmed it within "
            f"{policy.timeout:g}s")
-    message = (f"{what} is on the Redis master but not confirmed by its replicas ({why}), so a failover now "
-               "could lose it; check the replicas (INFO replication on the master) or lower min_replicas")
+    message = (f"{what} is on the Redis master but not confirmed ({why}), so a failover could lose it; if this "
+               "repeats, check the replicas (INFO replication on the master) and Sentinel, or lower min_replicas")
     if strict:
         raise NotReplicated(message)
     log.warning("%s", message)

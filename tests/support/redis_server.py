@@ -239,6 +239,13 @@ class SentinelCluster:
         self.servers[port].kill()
         return port
 
+    def planned_failover(self) -> int:
+        """``SENTINEL FAILOVER``: a replica is promoted and the master demoted to a replica (maintenance);
+        returns the old master's port."""
+        port = self.master_port()
+        self._ask(next(iter(self.sentinels)), "SENTINEL", "FAILOVER", self.service)
+        return port
+
     def wait_failover(self, old_port: int, timeout: float = 30.0) -> int:
         """Wait until every sentinel names a new master, which says it is one, with ``replicas`` replicas
         of its own online; return its port."""
