@@ -185,6 +185,10 @@ class ClientLoad:
         """Stats between two ``time.time()`` instants, while the load runs or after."""
         return window_stats(self.seconds(), start, time.time() if end is None else end)
 
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 

@@ -34,7 +34,7 @@ from lab.layout import (
 from lab.procs import lab_processes, live_pid, rss_mib, run, stop_pids
 
 REQUIRED_PROGRAMS = ("ceph-mon", "ceph-mgr", "ceph-osd", "ceph", "ceph-authtool", "monmaptool",
-                     services.SSHD, services.ALERTMANAGER, "ssh-keygen", cluster.SYSTEM_PYTHON)
+                     services.SSHD, services.ALERTMANAGER, "ssh-keygen", "unshare", cluster.SYSTEM_PYTHON)
 STRAGGLER_ROUNDS = 5
 """A lab-osd killed with an interrupted ``up`` may have started a ceph-osd meanwhile: scan again."""
 
@@ -255,6 +255,8 @@ class Lab:
         missing = [p for p in REQUIRED_PROGRAMS if shutil.which(p) is None]
         if missing:
             raise LabError(f"missing programs {', '.join(missing)}: run lab/install.sh (as root)")
+        if run([cluster.SYSTEM_PYTHON, "-c", "import rados"], check=False).returncode != 0:
+            raise LabError(f"{cluster.SYSTEM_PYTHON} cannot import rados (python3-rados): run lab/install.sh")
 
     def down(self, timeout: float = 30) -> None:
         """Stop every daemon of this lab (by pid file, then any straggler found in /proc); keeps logs."""

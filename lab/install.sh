@@ -1,8 +1,9 @@
 #!/bin/sh
-# Install the system packages the Ceph lab needs; idempotent, runs apt-get update only when something is missing.
+# Install the system packages the Ceph lab needs (python3-rados: the client load generator and the data
+# writer); idempotent, runs apt-get update (first) only when something is missing.
 set -eu
 
-PACKAGES="ceph-mon ceph-mgr ceph-osd ceph-common openssh-server prometheus-alertmanager"
+PACKAGES="ceph-mon ceph-mgr ceph-osd ceph-common python3-rados openssh-server prometheus-alertmanager"
 
 missing=""
 for pkg in $PACKAGES; do
