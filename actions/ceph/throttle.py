@@ -172,6 +172,9 @@ def restore_config_values(
             kept.append(key)
             continue
         todo[f"{section}/{name}"] = old
+    if ctx.dry_run and not todo:
+        ctx.would("put back what the run changed", options=", ".join(f"{k}={'(unset)' if v is None else v}"
+                                                                 for k, v in previous.items()) or "(none)")
     done = put_back(ctx, c, todo)
     if done:
         ctx.log.info("restored: " + ", ".join(done))

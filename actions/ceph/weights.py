@@ -117,7 +117,8 @@ def _poll(ctx: ActionContext, cluster: Any, memory: dict[str, Any], osds: list[i
         if blockers:
             ctx.not_yet(interval, f"all at weight {target:g}; data still settling: " + "; ".join(blockers))
         resume(memory)
-        return {**result, "steps": memory["steps"], "max_latency_ms": memory.get("max_latency_ms")}
+        return {**result, "steps": memory["steps"], "max_latency_ms": memory.get("max_latency_ms"),
+                **({"first_step": memory["first_step"]} if "first_step" in memory else {})}
 
     what = f"before step {memory['steps'] + 1}"
     blockers = cj.settle_blockers(summary, max_misplaced=gentle.max_misplaced,
@@ -132,6 +133,9 @@ def _poll(ctx: ActionContext, cluster: Any, memory: dict[str, Any], osds: list[i
     if blockers:
         ctx.not_yet(interval, note_pause(ctx, cluster, memory, gentle.gate, blockers, held, what))
     resume(memory)
+    if memory["steps"] == 0:
+        memory["first_step"] = {"at": now(), "misplaced_ratio": summary.misplaced_ratio,
+                                "remapped_pgs": summary.num_remapped_pgs}
     start = {int(k): float(v) for k, v in memory["from"].items()}
     round_ = {o: cj.next_weight(w, target, gentle.step_of(start.get(o, w)))
               for o, w in weights.items() if not cj.same_weight(w, target)}
