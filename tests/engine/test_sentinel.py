@@ -13,6 +13,7 @@ import pytest
 from kombu.utils.url import url_to_parts
 
 from actions import default_registry
+from engine.celery_app import make_app
 from engine.config import load_config, redis_client
 from engine.errors import ConfigError
 from engine.redisconn import NotReplicated, Replication, celery_urls, parse_sentinel_url
@@ -159,6 +160,21 @@ def test_transitions_wait_for_a_replica_and_say_so_when_none_confirms(
     assert redis_client(master.url).wait(1, 1000) == 1
 
 
+def test_the_result_backend_and_the_broker_reach_the_master_sentinel_names(tmp_path: Path) -> None:
+    cluster = SentinelCluster(tmp_path / "cluster", replicas=1, password="s3c:r@t").start()
+    try:
+        app = make_app(cluster.url)
+        assert type(app.backend).__name__ == "SentinelBackend"
+        app.backend.store_result("task-1", {"ok": 1}, "SUCCESS")
+        assert app.backend.get_task_meta("task-1")["result"] == {"ok": 1}
+        assert redis_client(cluster.master().url).exists("celery-task-meta-task-1") == 1
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1)
+            assert conn.transport_options["master_name"] == "hotswap"
+    finally:
+        cluster.stop()
+
+
 CHAIN = ["s1", "s2", "s3", "s4"]
 FAN = ["p1", "p2", "p3", "p4"]
 STEPS = [*CHAIN, *FAN, "last"]
@@ -175,7 +191,7 @@ def failover_runbook(work: Path) -> str:
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[SentinelCluster]:
-    c = SentinelCluster(tmp_path / "cluster", replicas=2, password="fail-over").start()
+    c = SentinelCluster(tmp_path / "cluster", replicas=2, password="fail:o@ver").start()
     try:
         yield c
     finally:

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import redis
 
@@ -163,7 +164,7 @@ class SentinelCluster:
 
     @property
     def url(self) -> str:
-        auth = f":{self.password}@" if self.password else ""
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
         hosts = ",".join(f"127.0.0.1:{port}" for port in self.sentinels)
         return f"sentinel://{auth}{hosts}/{self.service}/0"
 
