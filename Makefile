@@ -9,11 +9,13 @@ test:
 	./scripts/bootstrap --with-system
 	.venv/bin/ruff check .
 	.venv/bin/mypy
+	.venv/bin/lint-imports
 	.venv/bin/pytest -q
 
 lint:
 	.venv/bin/ruff check .
 	.venv/bin/mypy
+	.venv/bin/lint-imports
 
 bench:
 	./scripts/bootstrap

@@ -15,8 +15,9 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from actions.base import ActionContext, ActionRegistry, ActionSpec, NotYet, check_value, coerce_value
+from actions.base import ActionContext, ActionRegistry, ActionSpec, NotYet
 from engine import templating
+from engine.argtypes import check_value, coerce_value
 from engine.errors import ActionMismatch, HotswapError, StepTimeout, UnknownActionError
 from engine.hooks import Hooks
 from engine.keys import CANCEL_CHECK_SECONDS, DEPLOY_RECHECK_SECONDS, LEASE_SECONDS

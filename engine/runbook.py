@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from actions.base import ActionRegistry, check_value
 from engine import templating
+from engine.argtypes import ActionCatalog, check_value, describe_type
 from engine.durations import parse_duration
 from engine.errors import Location, ValidationError, ValidationIssue
 from engine.yamlload import Path as YPath
@@ -133,7 +133,7 @@ class Runbook:
         return self.positions.at(path)
 
 
-def load_runbook(path: str | Path, registry: ActionRegistry) -> Runbook:
+def load_runbook(path: str | Path, registry: ActionCatalog) -> Runbook:
     file = str(path)
     try:
         data = Path(path).read_bytes()
@@ -142,7 +142,7 @@ def load_runbook(path: str | Path, registry: ActionRegistry) -> Runbook:
     return parse_runbook(data, file, registry)
 
 
-def parse_runbook(text: str | bytes, file: str, registry: ActionRegistry) -> Runbook:
+def parse_runbook(text: str | bytes, file: str, registry: ActionCatalog) -> Runbook:
     doc, positions = load_yaml(text, file)
     parser = _Parser(file, positions, registry)
     runbook = parser.parse(doc)
@@ -175,7 +175,7 @@ def _suggest(word: str, options: Any) -> str:
 
 
 class _Parser:
-    def __init__(self, file: str, positions: Positions, registry: ActionRegistry) -> None:
+    def __init__(self, file: str, positions: Positions, registry: ActionCatalog) -> None:
         self.file = file
         self.positions = positions
         self.registry = registry
@@ -468,7 +468,8 @@ class _Parser:
                 self.error((*path, "with", key), f"argument '{key}' of {name}: {why}", sid or None)
         for pname, p in spec.params.items():
             if p.required and pname not in args:
-                self.error((*path, "with"), f"action {name} needs argument '{pname}' ({p.type_name})", sid or None)
+                self.error((*path, "with"), f"action {name} needs argument '{pname}' ({describe_type(p.annotation)})",
+                           sid or None)
 
     def _duration(self, raw: Any, path: YPath, sid: str | None) -> float | None:
         if raw is None:

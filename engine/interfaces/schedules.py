@@ -16,6 +16,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from engine import celery_beat
+from engine.celery_beat import beat_schedule, cron_ok, parse_cron
 from engine.durations import format_duration, parse_duration
 from engine.errors import ConfigError, HotswapError, LockHeld, ValidationError
 from engine.interfaces.facade import RunbookCatalog, active_runs, audit_query, lock_conflict
@@ -51,12 +53,7 @@ class ScheduleDef:
         return [(f"{self.name}@{c}", c) for c in self.clusters]
 
     def celery_schedule(self) -> Any:
-        from celery.schedules import crontab, schedule
-
-        if self.cron:
-            return crontab.from_string(self.cron)
-        assert self.every is not None
-        return schedule(timedelta(seconds=self.every))
+        return beat_schedule(self.cron, self.every)
 
     def when(self) -> str:
         return f"cron '{self.cron}'" if self.cron else f"every {format_duration(self.every or 0)}"
@@ -121,7 +118,7 @@ def parse_schedules(text: str | bytes, file: str) -> list[ScheduleDef]:
         if (cron is None) == (every is None):
             error(where, "give exactly one of 'cron' (e.g. \"0 */6 * * *\") or 'every' (e.g. 6h)")
         elif cron is not None:
-            if not isinstance(cron, str) or not _cron_ok(cron):
+            if not isinstance(cron, str) or not cron_ok(cron):
                 error((*where, "cron"), f"'{cron}' is not a 5-field cron expression (minute hour day month weekday)")
         else:
             try:
@@ -147,18 +144,6 @@ def parse_schedules(text: str | bytes, file: str) -> list[ScheduleDef]:
     if errors:
         raise ConfigError("invalid schedules:\n" + "\n".join(errors))
     return out
-
-
-def _cron_ok(expr: str) -> bool:
-    from celery.schedules import ParseException, crontab
-
-    if len(expr.split()) != 5:
-        return False
-    try:
-        crontab.from_string(expr)
-    except (ParseException, ValueError, IndexError):
-        return False
-    return True
 
 
 # ---- firing -------------------------------------------------------------------------------------------
@@ -257,9 +242,7 @@ def next_fire(d: ScheduleDef, now: float, last: float | None) -> float:
     scheduler has not fired them yet: beat's first fire comes one interval after it starts)."""
     if d.every is not None:
         return max(now, last + d.every) if last else now + d.every
-    from celery.schedules import crontab
-
-    return next_cron(crontab.from_string(d.cron or "* * * * *"), datetime.fromtimestamp(now, UTC)).timestamp()
+    return next_cron(parse_cron(d.cron or "* * * * *"), datetime.fromtimestamp(now, UTC)).timestamp()
 
 
 def next_cron(sched: Any, after: datetime) -> datetime:
@@ -284,30 +267,12 @@ def _iso(t: float) -> str:
 
 
 def run_beat(book: ScheduleBook, app: Any, state_dir: Path, max_interval: float = 5.0) -> None:
-    """Run Celery beat in this process. The fire task executes here, in the beat process (it only
-    validates, checks and launches; the steps go to the workers' queues), so workers need not know it."""
-    from celery.beat import PersistentScheduler
+    """Run Celery beat in this process, firing the book's entries (see engine/celery_beat.py)."""
 
-    @app.task(name=FIRE_TASK, shared=False)  # type: ignore[untyped-decorator]
     def fire(name: str, cluster: str) -> list[dict[str, Any]]:
         outcomes = book.fire(name, cluster or None)
         for o in outcomes:
             log.info("schedule %s: %s %s %s", o.entry, o.outcome, o.run or "", o.reason)
         return [o.as_dict() for o in outcomes]
 
-    class LocalScheduler(PersistentScheduler):  # type: ignore[misc]
-        def apply_async(self, entry: Any, producer: Any = None, advance: bool = True, **kwargs: Any) -> Any:
-            entry = self.reserve(entry) if advance else entry
-            try:
-                return self.app.tasks[entry.task].apply(args=entry.args)
-            finally:
-                self._tasks_since_sync += 1
-                if self.should_sync():
-                    self._do_sync()
-
-    app.conf.beat_schedule = book.beat_schedule()
-    app.conf.timezone = "UTC"
-    state_dir.mkdir(parents=True, exist_ok=True)
-    beat = app.Beat(scheduler=LocalScheduler, schedule=str(state_dir / "beat-schedule"), max_interval=max_interval,
-                    loglevel="INFO")
-    beat.run()
+    celery_beat.run_beat(app, book.beat_schedule(), FIRE_TASK, fire, state_dir, max_interval)
