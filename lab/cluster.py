@@ -193,10 +193,15 @@ def start_mons(layout: Layout, state: State) -> None:
         run(["ceph-mon", "--conf", str(layout.conf), "--mkfs", "-i", mon, "--monmap", str(monmap),
              "--keyring", str(mon_keyring)])
     for mon in MONS:
-        run(as_host(mon, ["ceph-mon", "--conf", str(layout.conf), "-i", mon]), env=daemon_env(mon))
+        start_daemon(layout, "mon", mon)
     cli = CephCli(layout.conf)
     wait_until(lambda: quorum(cli) == sorted(MONS), 60, f"mons {', '.join(MONS)} to form a quorum",
                interval=0.5)
+
+
+def start_daemon(layout: Layout, kind: str, name: str) -> None:
+    """(Re)start an existing mon or mgr as a daemon of its host (they are named after their hosts)."""
+    run(as_host(name, [f"ceph-{kind}", "--conf", str(layout.conf), "-i", name]), env=daemon_env(name))
 
 
 def set_knobs(layout: Layout) -> None:
@@ -214,7 +219,7 @@ def start_mgr(layout: Layout, name: str) -> None:
     keyring.write_text(cli("auth", "get-or-create", f"mgr.{name}", "mon", "allow profile mgr",
                            "osd", "allow *", "mds", "allow *"))
     (layout.data / f"mgr.{name}").mkdir(parents=True, exist_ok=True)
-    run(as_host(name, ["ceph-mgr", "--conf", str(layout.conf), "-i", name]), env=daemon_env(name))
+    start_daemon(layout, "mgr", name)
 
 
 def mgr_stat(cli: CephCli) -> dict[str, Any]:

@@ -174,6 +174,32 @@ class Lab:
         """Run ``<labdir>/bin/lab-osd ARGS`` locally, as the runbooks do over SSH."""
         return run([str(self.lab_osd_path), *args], timeout=timeout, env=cluster.lab_env(self.layout))
 
+    def stop_daemon(self, name: str, timeout: float = 30) -> None:
+        """Stop ``mon.X``, ``mgr.X`` or ``osd.N`` by its pid file (SIGTERM, SIGKILL after ``timeout``);
+        a no-op when it is not running. For failover and quorum-loss scenarios."""
+        kind = self._daemon_kind(name)
+        if kind == "osd":
+            self.lab_osd("stop", name.split(".", 1)[1])
+            return
+        pid = live_pid(self.layout.pid_file(name), self.root)
+        if pid is not None and stop_pids([pid], timeout):
+            raise LabError(f"{name} (pid {pid}) survived SIGKILL")
+
+    def start_daemon(self, name: str) -> None:
+        """Start a stopped ``mon.X``, ``mgr.X`` or ``osd.N`` as a daemon of its host; no-op when running."""
+        kind = self._daemon_kind(name)
+        if kind == "osd":
+            self.lab_osd("start", name.split(".", 1)[1])
+        elif live_pid(self.layout.pid_file(name), self.root) is None:
+            cluster.start_daemon(self.layout, kind, name.split(".", 1)[1])
+
+    @staticmethod
+    def _daemon_kind(name: str) -> str:
+        kind, _, ident = name.partition(".")
+        if (kind == "mon" and ident in MONS) or (kind == "mgr" and ident in MGRS) or (kind == "osd" and ident.isdigit()):
+            return kind
+        raise LabError(f"no lab daemon {name!r}: mons {', '.join(MONS)}, mgrs {', '.join(MGRS)}, or osd.N")
+
     def wait_settled(self, timeout: float = 120) -> None:
         """HEALTH_OK and every PG active+clean on two consecutive polls (after the status lag)."""
         cluster.wait_settled(self.cli, timeout)

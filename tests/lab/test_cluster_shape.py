@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from lab import Lab
+from lab import Lab, LabError
 from lab.cluster import OSD_DEVICE_BYTES
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
@@ -175,3 +175,36 @@ def test_restarted_osd_stays_in_its_host_bucket(ceph_lab: Lab) -> None:
     assert host_of(ceph_lab, 5) == "node3"
     assert ceph_lab.ceph_json("osd", "metadata", "5")["hostname"] == "node3"
     ceph_lab.wait_settled(timeout=300)
+
+
+def mgr_roles(lab: Lab) -> tuple[str | None, list[str]]:
+    dump = lab.ceph_json("mgr", "dump")
+    return (dump["active_name"] if dump["available"] else None), [s["name"] for s in dump["standbys"]]
+
+
+def test_standby_mgr_takes_over_when_the_active_one_fails(ceph_lab: Lab) -> None:
+    try:
+        ceph_lab.ceph("mgr", "fail", "admin")
+        eventually(lambda: mgr_roles(ceph_lab) == ("node1", ["admin"]), "node1 active with admin as standby")
+    finally:
+        if mgr_roles(ceph_lab)[0] != "admin":
+            ceph_lab.ceph("mgr", "fail", "node1")
+        eventually(lambda: mgr_roles(ceph_lab) == ("admin", ["node1"]), "admin active again, node1 standby")
+
+
+def test_a_stopped_mon_leaves_two_in_quorum_and_rejoins_when_started(ceph_lab: Lab) -> None:
+    def quorum() -> list[str]:
+        return sorted(ceph_lab.ceph_json("quorum_status")["quorum_names"])
+
+    ceph_lab.stop_daemon("mon.node2")
+    try:
+        eventually(lambda: quorum() == ["admin", "node1"], "a quorum of admin and node1")
+        assert ceph_lab.daemons()[2].name == "mon.node2" and not ceph_lab.daemons()[2].running
+        assert ceph_lab.ceph_rc("mon", "ok-to-stop", "node1").returncode != 0
+    finally:
+        ceph_lab.start_daemon("mon.node2")
+    eventually(lambda: quorum() == ["admin", "node1", "node2"], "mon.node2 back in quorum")
+    assert ceph_lab.ceph_json("mon", "metadata", "node2")["hostname"] == "node2"
+    with pytest.raises(LabError, match=r"no lab daemon 'mon\.node3'"):
+        ceph_lab.stop_daemon("mon.node3")
+    ceph_lab.wait_settled()
