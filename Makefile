@@ -1,5 +1,5 @@
 # The two commands: `make demo` runs the main job on the embedded default; `make test` runs every test.
-.PHONY: demo test lint bench lab-up lab-down
+.PHONY: demo test unit lint bench lab-up lab-down
 
 demo:
 	./scripts/bootstrap --with-system
@@ -11,6 +11,10 @@ test:
 	.venv/bin/mypy
 	.venv/bin/lint-imports
 	.venv/bin/pytest -q
+
+unit:
+	./scripts/bootstrap
+	.venv/bin/pytest -q -m unit
 
 lint:
 	.venv/bin/ruff check .

@@ -56,7 +56,7 @@ def dry_run(plan: Plan, registry: ActionRegistry, toolkits: ToolkitFactory = no_
         ctx.inventory, ctx.ssh, ctx.http = tk.inventory, tk.ssh, tk.http
         inv = tk.inventory.as_template_context() if hasattr(tk.inventory, "as_template_context") else {}
         steps = StepsView(lambda ids: [results.get(i, ("succeeded", None)) for i in ids], plan, step.prefixes)
-        context = template_context(plan.params, step, steps, run_meta, inv, {})
+        context = template_context(plan.params, step, steps, run_meta, inv, {}, time.time())
         record = DryStep(step.id, step.action, "would run", would=ctx.planned, logs=lines)
         try:
             if step.when is not None and not templating.render(step.when, context):

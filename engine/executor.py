@@ -124,13 +124,13 @@ class StepsView(Mapping[str, Any]):
 
 
 def template_context(params: Mapping[str, Any], step: PlanStep, steps: Mapping[str, Any], run: Mapping[str, Any],
-                     inventory: Any, memory: Mapping[str, Any]) -> dict[str, Any]:
+                     inventory: Any, memory: Mapping[str, Any], now: float) -> dict[str, Any]:
     return {
         "params": params,
         "inventory": inventory,
         "steps": steps,
         "run": run,
-        "now": time.time(),
+        "now": now,
         "poll": int(memory.get("polls", 0)),
         **step.scope,
     }
@@ -248,6 +248,10 @@ class Executor:
     """How many released steps one task may go on to run itself instead of publishing them (a chain link
     or a join then costs no broker round trip). Safe: every released step also has a redelivery timer."""
 
+    def clock(self) -> float:
+        """Wall-clock seconds for deadlines and timers: the store's clock, so both agree (fake in unit tests)."""
+        return self.store.clock()
+
     def __post_init__(self) -> None:
         self.heartbeats = Heartbeats(self.store, self.lease)
         self._next: tuple[str, str] | None = None
@@ -296,7 +300,7 @@ class Executor:
 
     def _execute(self, plan: Plan, step: PlanStep, record: Mapping[str, Any], claim: Claim, log: StepLog,
                  memory: dict[str, Any], params: dict[str, Any], secrets: list[str]) -> str:
-        run_id, now = record["id"], time.time()
+        run_id, now = record["id"], self.clock()
         memory.setdefault("first_started", now)
         if step.timeout and now > memory["first_started"] + step.timeout:
             last = memory.get("last_wait_reason")
@@ -316,7 +320,7 @@ class Executor:
         ctx.approvals = _FixedDecision(claim.decision)
         steps = StepsView(lambda ids: self.store.results(run_id, ids), plan, step.prefixes)
         inventory_ctx = tk.inventory.as_template_context() if hasattr(tk.inventory, "as_template_context") else {}
-        context = template_context(params, step, steps, ctx.run, inventory_ctx, memory)
+        context = template_context(params, step, steps, ctx.run, inventory_ctx, memory, now)
         try:
             if step.when is not None and not templating.render(step.when, context):
                 log.info(f"skipped: condition {step.when} is false")
@@ -333,7 +337,7 @@ class Executor:
             return self._finish(run_id, step, claim, Status.FAILED, memory, log.secrets, error=error)
         with self.heartbeats.beating(run_id, step.id, claim.token, memory, cleanup=step.cleanup) as beat:
             deadline = memory["first_started"] + step.timeout if step.timeout else None
-            ctx.cancelled = lambda: beat.cancelled() or (deadline is not None and time.time() >= deadline)
+            ctx.cancelled = lambda: beat.cancelled() or (deadline is not None and self.clock() >= deadline)
             ctx.save = lambda: self._save_memory(run_id, step.id, claim.token, memory)
             ctx.attention = lambda message: self._attention(run_id, step.id, message, log)
             try:
@@ -383,7 +387,7 @@ class Executor:
         if memory.get("deploy_wait") != reason:
             memory["deploy_wait"] = reason
             self._attention(run_id, step.id, f"waiting for a compatible worker: {reason}", log)
-        self._park(run_id, step, claim, "deploy", time.time() + self.deploy_recheck, reason, memory)
+        self._park(run_id, step, claim, "deploy", self.clock() + self.deploy_recheck, reason, memory)
         return "waiting"
 
     def _approval_gate(self, run_id: str, step: PlanStep, claim: Claim, memory: dict[str, Any],
@@ -391,7 +395,7 @@ class Executor:
         """None when the action may run; otherwise the step was parked or finished here."""
         approval = step.approval or {}
         decision = claim.decision
-        now = time.time()
+        now = self.clock()
         if decision is None:
             timeout = approval.get("timeout")
             deadline = memory.setdefault("approval_deadline", now + timeout if timeout else None)
@@ -418,10 +422,10 @@ class Executor:
 
     def _park_poll(self, run_id: str, step: PlanStep, claim: Claim, memory: dict[str, Any], wait: NotYet,
                    log: StepLog) -> str:
-        wake = time.time() + wait.after
+        wake = self.clock() + wait.after
         if step.timeout:
             deadline = memory["first_started"] + step.timeout
-            if time.time() >= deadline:
+            if self.clock() >= deadline:
                 return self._finish(run_id, step, claim, Status.FAILED, memory, log.secrets,
                                     error=f"{StepTimeout(step.id, step.timeout)} (last: {wait.reason or 'not ready'})")
             wake = min(wake, deadline)
@@ -434,18 +438,18 @@ class Executor:
     def _fail_or_retry(self, run_id: str, step: PlanStep, claim: Claim, memory: dict[str, Any], error: str,
                        log: StepLog) -> str:
         attempts = int(step.retry.get("attempts", 1))
-        if step.timeout and time.time() >= memory["first_started"] + step.timeout:
+        if step.timeout and self.clock() >= memory["first_started"] + step.timeout:
             error = f"{StepTimeout(step.id, step.timeout)} ({error})"
             log.error(error)
             return self._finish(run_id, step, claim, Status.FAILED, memory, log.secrets, error=error)
         log.error(f"attempt {claim.attempt}/{attempts} failed: {error}")
         if claim.attempt < attempts:
             delay = retry_delay(step.retry, claim.attempt, self.rng)
-            if step.timeout and time.time() + delay > memory["first_started"] + step.timeout:
+            if step.timeout and self.clock() + delay > memory["first_started"] + step.timeout:
                 return self._finish(run_id, step, claim, Status.FAILED, memory, log.secrets,
                                     error=f"{error} (no time left for a retry within the step timeout)")
             log.info(f"retrying in {delay:.1f}s")
-            self._park(run_id, step, claim, "retry", time.time() + delay, f"retry after: {error}", memory)
+            self._park(run_id, step, claim, "retry", self.clock() + delay, f"retry after: {error}", memory)
             return "retrying"
         return self._finish(run_id, step, claim, Status.FAILED, memory, log.secrets, error=error)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,8 +72,11 @@ def _decode_hash(raw: Mapping[Any, Any]) -> dict[str, str]:
 class Store:
     """All of hotswap's Redis state. One instance per process; safe to share between threads."""
 
-    def __init__(self, client: redis.Redis, keys: Keys | None = None, redeliver: float = REDELIVER_SECONDS) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys | None = None, redeliver: float = REDELIVER_SECONDS,
+                 clock: Callable[[], float] = time.time) -> None:
+        """``clock``: wall-clock seconds for every timestamp, timer and lease (a fake one in unit tests)."""
         self.r: Any = client
+        self.clock = clock
         self.keys = keys or Keys()
         self.redeliver = redeliver
         self._claim = client.register_script(scripts.CLAIM)
@@ -98,7 +101,7 @@ class Store:
     # ---- runs ------------------------------------------------------------------------------
     def create_run(self, run_id: str, plan: Plan, meta: Mapping[str, Any]) -> None:
         k = self.keys
-        now = time.time()
+        now = self.clock()
         record = {
             **{key: _field(value) for key, value in meta.items()},
             "id": run_id,
@@ -133,7 +136,7 @@ class Store:
         if not plan.locks:
             return None
         res = self._acquire(keys=self.lock_keys(plan),
-                            args=[run_id, time.time(), LOCK_LEASE_SECONDS, self.keys.prefix,
+                            args=[run_id, self.clock(), LOCK_LEASE_SECONDS, self.keys.prefix,
                                   *[lock["limit"] for lock in plan.locks]])
         parts = [_s(x) for x in res]
         if parts[0] == "ok":
@@ -148,12 +151,12 @@ class Store:
         reason = f"waiting for lock '{lock}' held by run {holders}"
         pipe = self.r.pipeline()
         pipe.hset(k.run(run_id), "reason", reason)
-        pipe.zadd(k.timers, {k.member(run_id, "__start__"): time.time() + LOCK_RETRY_SECONDS})
+        pipe.zadd(k.timers, {k.member(run_id, "__start__"): self.clock() + LOCK_RETRY_SECONDS})
         pipe.execute()
 
     def refuse_run(self, run_id: str, reason: str) -> None:
         """A run that never started (its lock was held): cancelled, with the reason, kept for the audit."""
-        now = time.time()
+        now = self.clock()
         k = self.keys
         self.r.hset(k.run(run_id), mapping={"status": Status.CANCELLED.value, "reason": reason, "finished": now})
         self.r.xadd(k.events(run_id), {"type": "run", "status": "cancelled", "reason": reason, "t": now})
@@ -164,16 +167,16 @@ class Store:
         hold the cluster; resume takes the locks again."""
         k = self.keys
         res = self._fail_run(keys=[k.run(run_id), k.statuses(run_id), k.events(run_id), k.timers],
-                             args=[reason, time.time(), run_id])
+                             args=[reason, self.clock(), run_id])
         return _s(res[0]) == "ok"
 
     def renew_locks(self) -> int:
         """Extend the locks of every run that still holds them; drop those of finished runs."""
-        return int(self._renew(keys=[], args=[time.time(), LOCK_LEASE_SECONDS, self.keys.prefix]))
+        return int(self._renew(keys=[], args=[self.clock(), LOCK_LEASE_SECONDS, self.keys.prefix]))
 
     def lock_holders(self, name: str) -> list[str]:
         """Runs holding the lock ``name`` now (finished runs and lapsed leases excluded)."""
-        now = time.time()
+        now = self.clock()
         holders = []
         for member, score in self.r.zrange(self.keys.lock(name), 0, -1, withscores=True):
             run_id = _s(member)
@@ -197,7 +200,7 @@ class Store:
     def start_run(self, run_id: str) -> list[str]:
         """pending -> running; returns the steps ready to go (the roots)."""
         plan = self.plan(run_id)
-        now = time.time()
+        now = self.clock()
         k = self.keys
         ok = self.r.hsetnx(k.run(run_id), "started", now) if plan.steps else True
         if not ok:
@@ -214,7 +217,7 @@ class Store:
 
     def arm(self, run_id: str, step_ids: Iterable[str]) -> None:
         """Durable timers for steps about to be published, so a lost message is published again."""
-        due = time.time() + self.redeliver
+        due = self.clock() + self.redeliver
         members = {self.keys.member(run_id, sid): due for sid in step_ids}
         if members:
             self.r.zadd(self.keys.timers, members)
@@ -337,7 +340,7 @@ class Store:
         res = self._claim(
             keys=[k.run(run_id), k.statuses(run_id), k.remaining(run_id), k.step(run_id, step_id),
                   k.events(run_id), k.leases, k.timers, *self.lock_keys(plan)],
-            args=[step_id, time.time(), lease, worker, k.member(run_id, step_id), "1" if cleanup else "0", run_id],
+            args=[step_id, self.clock(), lease, worker, k.member(run_id, step_id), "1" if cleanup else "0", run_id],
         )
         parts = [_s(x) for x in res]
         if parts[0] == "lost_lock":
@@ -362,7 +365,7 @@ class Store:
         res = self._complete(
             keys=[k.run(run_id), k.statuses(run_id), k.remaining(run_id), k.step(run_id, step_id),
                   k.events(run_id), k.leases, k.timers],
-            args=[step_id, token, status.value, encoded, error[:2000], time.time(), k.member(run_id, step_id),
+            args=[step_id, token, status.value, encoded, error[:2000], self.clock(), k.member(run_id, step_id),
                   encode_memory(memory), "1" if step.cleanup else "0", budget, plan.budgets.get(budget, 0),
                   run_id, self.redeliver, *step.succ],
         )
@@ -375,7 +378,7 @@ class Store:
         step = self.plan(run_id).steps[step_id]
         res = self._skip(keys=[k.run(run_id), k.statuses(run_id), k.remaining(run_id), k.step(run_id, step_id),
                                k.events(run_id), k.timers],
-                         args=[step_id, time.time(), reason, run_id, self.redeliver, *step.succ])
+                         args=[step_id, self.clock(), reason, run_id, self.redeliver, *step.succ])
         return _completion(res)
 
     def park(self, run_id: str, step_id: str, token: str, *, kind: str, wake_at: float, reason: str,
@@ -384,7 +387,7 @@ class Store:
         k = self.keys
         res = self._wait(
             keys=[k.statuses(run_id), k.step(run_id, step_id), k.events(run_id), k.leases, k.timers],
-            args=[step_id, token, kind, wake_at, reason[:500], encode_memory(memory), time.time(),
+            args=[step_id, token, kind, wake_at, reason[:500], encode_memory(memory), self.clock(),
                   k.member(run_id, step_id)],
         )
         return bool(res)
@@ -393,12 +396,12 @@ class Store:
                   lease: float = LEASE_SECONDS) -> bool:
         k = self.keys
         return bool(self._heartbeat(keys=[k.step(run_id, step_id), k.leases],
-                                    args=[token, time.time() + lease, k.member(run_id, step_id), encode_memory(memory)]))
+                                    args=[token, self.clock() + lease, k.member(run_id, step_id), encode_memory(memory)]))
 
     def release_worker(self, worker: str) -> list[tuple[str, str]]:
         """End the leases of every step ``worker`` (a ``host:pid`` that is known to be dead) was running, so
         they are taken over now instead of when the lease runs out. Returns the (run, step) released."""
-        res = self._release_worker(keys=[self.keys.leases], args=[self.keys.prefix, worker, time.time()])
+        res = self._release_worker(keys=[self.keys.leases], args=[self.keys.prefix, worker, self.clock()])
         return [Keys.split_member(_s(m)) for m in res]
 
     def due_timers(self, limit: int = 500) -> list[tuple[str, str]]:
@@ -408,7 +411,7 @@ class Store:
         return self._pop_due_from(self.keys.leases, limit)
 
     def _pop_due_from(self, zset: str, limit: int) -> list[tuple[str, str]]:
-        res = self._pop_due(keys=[zset], args=[time.time(), TIMER_REARM_SECONDS, limit])
+        res = self._pop_due(keys=[zset], args=[self.clock(), TIMER_REARM_SECONDS, limit])
         return [Keys.split_member(_s(m)) for m in res]
 
     def forget_timers(self, run_id: str, step_ids: Iterable[str]) -> None:
@@ -431,7 +434,7 @@ class Store:
 
     # ---- logs, events, audit -----------------------------------------------------------------
     def log(self, run_id: str, step_id: str, level: str, message: str) -> None:
-        now = time.time()
+        now = self.clock()
         line = message if len(message) <= MAX_LOG_LINE else message[:MAX_LOG_LINE] + "…"
         pipe = self.r.pipeline(transaction=False)
         pipe.rpush(self.keys.log(run_id, step_id), json.dumps({"t": now, "level": level, "msg": line}))
@@ -442,7 +445,7 @@ class Store:
         return [json.loads(x) for x in self.r.lrange(self.keys.log(run_id, step_id), 0, -1)]
 
     def event(self, run_id: str, **fields: Any) -> None:
-        self.r.xadd(self.keys.events(run_id), {k: _field(v) for k, v in {**fields, "t": time.time()}.items()})
+        self.r.xadd(self.keys.events(run_id), {k: _field(v) for k, v in {**fields, "t": self.clock()}.items()})
 
     def events(self, run_id: str, after: str = "0-0", block_ms: int | None = None,
                count: int = 1000) -> list[tuple[str, dict[str, str]]]:
@@ -457,7 +460,7 @@ class Store:
         return out
 
     def audit(self, **fields: Any) -> None:
-        self.r.xadd(self.keys.audit, {k: _field(v) for k, v in {**fields, "t": time.time()}.items()})
+        self.r.xadd(self.keys.audit, {k: _field(v) for k, v in {**fields, "t": self.clock()}.items()})
 
     def audit_log(self, count: int = 100) -> list[dict[str, str]]:
         return [_decode_hash(f) | {"id": _s(i)} for i, f in self.r.xrevrange(self.keys.audit, count=count)]
@@ -470,7 +473,7 @@ class Store:
         self.run(run_id)
         plan = self.plan(run_id)
         res = self._cancel(keys=[k.run(run_id), k.statuses(run_id), k.events(run_id), k.timers],
-                           args=[time.time(), by, run_id, *plan.cleanup])
+                           args=[self.clock(), by, run_id, *plan.cleanup])
         parts = [_s(x) for x in res]
         if parts[0] != "ok":
             raise InvalidTransition(f"run {run_id} is {parts[1]}; only an active or failed run can be cancelled")
@@ -513,12 +516,12 @@ class Store:
             if waiting:
                 pipe.zadd(k.timers, {k.member(run_id, sid): 0 for sid in waiting})
             if ready:
-                pipe.zadd(k.timers, {k.member(run_id, sid): time.time() + self.redeliver for sid in ready})
+                pipe.zadd(k.timers, {k.member(run_id, sid): self.clock() + self.redeliver for sid in ready})
             pipe.hset(k.run(run_id), mapping={"status": Status.RUNNING.value, "reason": "", "n_failed": 0,
                                               "n_done": n_done, "n_active": len(waiting), "n_cleanup_done": 0,
                                               "resumed_by": by})
             pipe.hdel(k.run(run_id), "finished", "cleanup", *[f"budget:{b}" for b in plan.budgets])
-            pipe.xadd(k.events(run_id), {"type": "run", "status": "running", "kind": "resume", "by": by, "t": time.time()})
+            pipe.xadd(k.events(run_id), {"type": "run", "status": "running", "kind": "resume", "by": by, "t": self.clock()})
             pipe.execute()
         return ready
 

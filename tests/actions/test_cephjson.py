@@ -11,6 +11,8 @@ import pytest
 from actions import cephjson as cj
 from engine.errors import ActionError
 
+pytestmark = pytest.mark.unit
+
 SAMPLES = Path(__file__).resolve().parent.parent / "data" / "ceph-samples"
 PHASES = [
     "healthy", "rebalancing_step1", "rebalancing_step2", "rebalancing_step3", "rebalancing_step4",

@@ -9,10 +9,11 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import fakeredis
 import pytest
 import redis
 
@@ -56,8 +57,38 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server.stop()
 
 
-def make_store(url: str, prefix: str) -> Store:
-    return Store(redis.Redis.from_url(url), Keys(prefix))
+StoreFactory = Callable[..., Store]
+"""new_store(prefix, clock=time.time) -> a Store on the backend under test."""
+
+
+@pytest.fixture(params=["redis-server", pytest.param("in-memory", marks=pytest.mark.unit)])
+def new_store(request: pytest.FixtureRequest) -> StoreFactory:
+    """Each store-level specification runs on a real redis-server and on the in-memory twin (fakeredis runs
+    the same Lua scripts), so the twin cannot drift from what production does."""
+    if request.param == "in-memory":
+        server = fakeredis.FakeServer()
+        return lambda prefix, clock=time.time: Store(fakeredis.FakeRedis(server=server), Keys(prefix), clock=clock)
+    url = request.getfixturevalue("redis_url")
+    return lambda prefix, clock=time.time: Store(redis.Redis.from_url(url), Keys(prefix), clock=clock)
+
+
+class FakeClock:
+    """Wall-clock time that moves only when told to."""
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def fire_due_timers(driver: Driver, run: str) -> None:
+    """What a worker's ticker does: publish the steps whose timers are due now (by the store's clock)."""
+    driver.queue.extend((r, s) for r, s in driver.store.due_timers() if r == run)
+    driver.drain()
 
 
 def registry_with(*funcs: Any) -> ActionRegistry:
@@ -71,7 +102,7 @@ def runbook(tmp_path: Path, text: str) -> Path:
 
 
 def test_an_outcome_is_scrubbed_with_the_secret_resolved_at_start_even_if_it_is_gone_at_the_end(
-        redis_url: str, tmp_path: Path) -> None:
+        new_store: StoreFactory, tmp_path: Path) -> None:
     secret_file = tmp_path / "token"
     secret_file.write_text("tok-3f9a-very-secret")
 
@@ -81,7 +112,7 @@ def test_an_outcome_is_scrubbed_with_the_secret_resolved_at_start_even_if_it_is_
         ctx.memory["seen"] = value
         return {"echo": value}
 
-    store = make_store(redis_url, "t-secret:")
+    store = new_store("t-secret:")
     driver = Driver(store, registry_with(use_secret))
     run = driver.launch(runbook(tmp_path, """
 name: secret
@@ -106,8 +137,8 @@ steps:
         assert b"tok-3f9a" not in repr(dump).encode(), f"secret stored in {key!r}"
 
 
-def test_a_step_keeping_non_json_memory_keeps_its_lease(redis_url: str, tmp_path: Path) -> None:
-    store = make_store(redis_url, "t-memory:")
+def test_a_step_keeping_non_json_memory_keeps_its_lease(new_store: StoreFactory, tmp_path: Path) -> None:
+    store = new_store("t-memory:")
     observed: dict[str, Any] = {}
 
     @action("test.odd_memory")
@@ -129,8 +160,8 @@ def test_a_step_keeping_non_json_memory_keeps_its_lease(redis_url: str, tmp_path
     assert driver.executor.heartbeats._thread is not None and driver.executor.heartbeats._thread.is_alive()
 
 
-def test_cancelling_a_run_does_not_interrupt_its_cleanup_steps(redis_url: str, tmp_path: Path) -> None:
-    store = make_store(redis_url, "t-cleanup:")
+def test_cancelling_a_run_does_not_interrupt_its_cleanup_steps(new_store: StoreFactory, tmp_path: Path) -> None:
+    store = new_store("t-cleanup:")
     driver = Driver(store, default_registry())
     run = driver.launch(runbook(tmp_path, """
 name: cleanup-survives
@@ -161,8 +192,8 @@ cleanup:
     assert record["n_cleanup"] == 1 and record["n_cleanup_done"] == 1
 
 
-def test_status_lists_cleanup_steps_with_their_outcome(redis_url: str, tmp_path: Path) -> None:
-    store = make_store(redis_url, "t-status:")
+def test_status_lists_cleanup_steps_with_their_outcome(new_store: StoreFactory, tmp_path: Path) -> None:
+    store = new_store("t-status:")
     driver = Driver(store, default_registry())
     run = driver.launch(runbook(tmp_path, """
 name: shows-cleanup
@@ -181,8 +212,8 @@ cleanup:
     assert [(s["id"], s["status"]) for s in status["cleanup"]] == [("tidy", "succeeded")]
 
 
-def test_a_fenced_run_fails_atomically_and_stops_its_parked_steps(redis_url: str, tmp_path: Path) -> None:
-    store = make_store(redis_url, "t-fence:")
+def test_a_fenced_run_fails_atomically_and_stops_its_parked_steps(new_store: StoreFactory, tmp_path: Path) -> None:
+    store = new_store("t-fence:")
     driver = Driver(store, default_registry())
     run = driver.launch(runbook(tmp_path, """
 name: fenced
@@ -263,8 +294,8 @@ steps:
     (None, "this worker has no action test.move"),
 ])
 def test_a_step_whose_action_changed_in_a_deploy_waits_for_a_compatible_worker(
-        redis_url: str, tmp_path: Path, deployed: Any, reason: str) -> None:
-    store = make_store(redis_url, f"t-deploy-{reason[:8].replace(' ', '')}:")
+        new_store: StoreFactory, tmp_path: Path, deployed: Any, reason: str) -> None:
+    store = new_store(f"t-deploy-{reason[:8].replace(' ', '')}:")
     launcher = Driver(store, registry_with(_mover_v1()))
     run = launcher.launch(runbook(tmp_path, MOVE))
     new_worker = Driver(store, registry_with(deployed()) if deployed else default_registry())
@@ -276,14 +307,13 @@ def test_a_step_whose_action_changed_in_a_deploy_waits_for_a_compatible_worker(
     assert store.run(run)["status"] == Status.RUNNING
     assert next(ev for _, ev in store.events(run) if ev.get("type") == "attention")["step"] == "move"
     store.wake_now(run, "move")
-    launcher.queue = [(r, s) for r, s in store.due_timers() if r == run]
-    launcher.drain()  # a worker that still has the planned action runs it
+    fire_due_timers(launcher, run)  # a worker that still has the planned action runs it
     assert store.step(run, "move")["result"] == {"moved": 3}
     assert store.run(run)["status"] == Status.SUCCEEDED
 
 
-def test_a_compatible_change_to_an_action_does_not_hold_its_steps(redis_url: str, tmp_path: Path) -> None:
-    store = make_store(redis_url, "t-deploy-ok:")
+def test_a_compatible_change_to_an_action_does_not_hold_its_steps(new_store: StoreFactory, tmp_path: Path) -> None:
+    store = new_store("t-deploy-ok:")
     run = Driver(store, registry_with(_mover_v1())).launch(runbook(tmp_path, MOVE))
     new_worker = Driver(store, registry_with(_mover_extra_optional()))
     new_worker.queue = [(run, "move")]
@@ -301,10 +331,10 @@ def test_run_settled_waits_for_running_steps_and_cleanup() -> None:
     assert run_settled({"status": "succeeded", "n_active": 0})
 
 
-def test_following_a_failed_run_ends_only_after_its_cleanup(redis_url: str, tmp_path: Path) -> None:
+def test_following_a_failed_run_ends_only_after_its_cleanup(new_store: StoreFactory, tmp_path: Path) -> None:
     from engine.interfaces.progress import follow
 
-    store = make_store(redis_url, "t-follow:")
+    store = new_store("t-follow:")
     driver = Driver(store, default_registry())
     run = driver.launch(runbook(tmp_path, """
 name: follow-cleanup
@@ -360,7 +390,7 @@ steps:
 
 
 def test_hooks_see_a_step_claimed_parked_for_a_retry_and_finished_and_a_failing_hook_changes_nothing(
-        redis_url: str, tmp_path: Path) -> None:
+        new_store: StoreFactory, tmp_path: Path) -> None:
     from engine.hooks import Hooks, StepHooks
 
     seen: list[tuple[Any, ...]] = []
@@ -379,7 +409,7 @@ def test_hooks_see_a_step_claimed_parked_for_a_retry_and_finished_and_a_failing_
         def finished(self, run_id: str, step_id: str, action: str, status: str, seconds: float, error: str) -> None:
             raise RuntimeError("metrics backend down")
 
-    store = make_store(redis_url, "t-hooks:")
+    store = new_store("t-hooks:")
     driver = Driver(store, default_registry())
     driver.executor.hooks = Hooks([Broken(), Recorder()])
     run = driver.launch(runbook(tmp_path, """
@@ -392,8 +422,31 @@ steps:
 """))
     driver.drain()
     store.wake_now(run, "flaky")
-    driver.queue = [(r, s) for r, s in store.due_timers() if r == run]
-    driver.drain()
+    fire_due_timers(driver, run)
     assert store.run(run)["status"] == Status.SUCCEEDED
     assert seen == [("claimed", "flaky", 1, False), ("parked", "flaky", "retry"),
                     ("claimed", "flaky", 2, False), ("finished", "flaky", "succeeded")]
+
+
+def test_an_approval_gate_times_out_after_three_days_of_fake_time(new_store: StoreFactory, tmp_path: Path) -> None:
+    clock = FakeClock()
+    store = new_store("t-clock:", clock=clock)
+    driver = Driver(store, default_registry())
+    run = driver.launch(runbook(tmp_path, """
+name: gate-timeout
+steps:
+  - id: swap
+    action: core.approve
+    with: {message: "swapped?", timeout: 72h, on_timeout: reject}
+"""))
+    driver.drain()
+    assert store.step(run, "swap")["status"] == Status.WAITING
+    clock.advance(71 * 3600)
+    fire_due_timers(driver, run)
+    assert store.step(run, "swap")["status"] == Status.WAITING, "woke before its deadline"
+    clock.advance(3600 + 1)
+    fire_due_timers(driver, run)
+    record = store.run(run)
+    assert record["status"] == Status.FAILED
+    assert "not approved by timeout" in record["reason"]
+    assert store.step(run, "swap")["finished"] == pytest.approx(clock.now)

@@ -8,6 +8,8 @@ from actions import default_registry
 from engine.errors import ValidationError
 from engine.runbook import ForEachNode, ParallelNode, StepNode, parse_runbook
 
+pytestmark = pytest.mark.unit
+
 REGISTRY = default_registry()
 
 

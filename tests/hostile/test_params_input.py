@@ -16,6 +16,8 @@ from engine.plan import build_plan
 from engine.runbook import Runbook, parse_runbook
 from inventory.sources import load_inventory
 
+pytestmark = pytest.mark.unit
+
 REGISTRY = default_registry()
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,6 +10,7 @@ import re
 from collections import deque
 from typing import Any
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -19,6 +20,8 @@ from engine.errors import ValidationError
 from engine.plan import Plan, build_plan
 from engine.runbook import parse_runbook
 from engine.yamlload import load_yaml
+
+pytestmark = pytest.mark.unit
 
 REGISTRY = default_registry()
 SETTINGS = settings(max_examples=200, deadline=None, derandomize=True, database=None,

@@ -13,6 +13,8 @@ from engine.params import resolve_params
 from engine.plan import build_plan
 from engine.runbook import load_runbook, parse_runbook
 
+pytestmark = pytest.mark.unit
+
 REGISTRY = default_registry()
 ECHO = "    action: core.echo\n    with: {message: hi}\n"
 

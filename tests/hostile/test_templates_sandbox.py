@@ -20,6 +20,8 @@ from engine.errors import ValidationError
 from engine.runbook import Runbook, parse_runbook
 from tests.hostile.isolated import render_isolated
 
+pytestmark = pytest.mark.unit
+
 REGISTRY = default_registry()
 CONTEXT: dict[str, Any] = {"params": {"host": "n1", "n": 3}, "inventory": {}, "steps": {}}
 FORBIDS = "template tried something the sandbox forbids: "
