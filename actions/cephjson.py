@@ -502,8 +502,8 @@ def next_weight(current: float, target: float, step: float) -> float:
     if same_weight(current, target):
         return target
     if current > target:
-        return round(max(target, current - step), 6)
-    return round(min(target, current + step), 6)
+        return target if current - step <= target else round(current - step, 6)
+    return target if current + step >= target else round(current + step, 6)
 
 
 def plan_weights(current: float, target: float, step: float) -> list[float]:

@@ -25,6 +25,12 @@ from tests.lab_e2e.conftest import (
 pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.timeout(900)]
 
 SPARE = "node5"
+SPARE_DEVICES = ["/dev/lab/node5-a", "/dev/lab/node5-b"]
+RUN_SETTINGS = ("osd_max_backfills", "osd_recovery_max_active", "osd_crush_initial_weight")
+
+
+def run_settings(lab: Lab) -> list[dict[str, object]]:
+    return [e for e in lab.ceph_json("config", "dump") if e["name"] in RUN_SETTINGS]
 
 
 def chat_messages(lab: Lab) -> list[str]:
@@ -36,7 +42,8 @@ def test_add_node_brings_the_spare_host_in_gradually(lab_engine: LabEngine, sett
     lab = settled_lab
     assert host_osds(lab, SPARE) is None, "node5 is already in CRUSH: a previous session left it"
     before = set(osd_states(lab))
-    run_id = lab_engine.launch("add-node.yaml", cluster="lab", node=SPARE, poll="2s")
+    settings = run_settings(lab)
+    run_id = lab_engine.launch("add-node.yaml", cluster="lab", node=SPARE, devices=SPARE_DEVICES, poll="2s")
     run = lab_engine.wait(run_id, timeout=600)
     assert run["status"] == Status.SUCCEEDED, lab_engine.explain(run_id)
 
@@ -45,9 +52,13 @@ def test_add_node_brings_the_spare_host_in_gradually(lab_engine: LabEngine, sett
     assert host_osds(lab, SPARE) == sorted(created)
     states = osd_states(lab)
     assert all(states[o]["up"] and states[o]["in"] for o in created)
-    assert all(crush_weights(lab)[o] == pytest.approx(1.0, abs=1e-4) for o in created)
-    assert lab_engine.result(run_id, "add")["steps"] == 4  # 0 -> 0.25 -> 0.5 -> 0.75 -> 1
+    sizes = {int(n["id"]): int(n["kb"]) / 2**30 for n in lab.ceph_json("osd", "df")["nodes"]}
+    assert all(crush_weights(lab)[o] == pytest.approx(sizes[o], abs=1e-4) for o in created)  # their device size
+    add = lab_engine.result(run_id, "add")
+    assert add["steps"] == 4  # 0 -> 1/4 -> 1/2 -> 3/4 -> the size
+    assert add["first_step"]["misplaced_ratio"] == 0, "data moved before the ramp: the new OSDs were not at weight 0"
     assert_healthy_and_clean(lab)
+    assert run_settings(lab) == settings, "initial weight or throttle left behind"
     assert any(f"{SPARE} added" in m for m in chat_messages(lab))
 
 
@@ -72,6 +83,7 @@ def test_drain_node_purges_the_host_and_removes_its_bucket(lab_engine: LabEngine
 def test_replace_osd_recreates_one_disk_with_the_same_id(lab_engine: LabEngine, settled_lab: Lab) -> None:
     lab = settled_lab
     osd, node = 5, "node3"
+    settings = run_settings(lab)
     assert osd in (host_osds(lab, node) or [])
     weights = crush_weights(lab)
     run_id = lab_engine.launch("replace-osd.yaml", cluster="lab", node=node, osd=osd, device="/dev/lab/node3-b",
@@ -91,6 +103,7 @@ def test_replace_osd_recreates_one_disk_with_the_same_id(lab_engine: LabEngine, 
     assert state["up"] and state["in"] and "destroyed" not in state["state"]
     assert crush_weights(lab) == pytest.approx(weights, abs=1e-4)
     assert_healthy_and_clean(lab)
+    assert run_settings(lab) == settings
 
 
 def spread(lab: Lab) -> float:
@@ -101,12 +114,13 @@ def spread(lab: Lab) -> float:
 
 @pytest.fixture
 def imbalanced_lab(settled_lab: Lab) -> Iterator[Lab]:
-    """osd.0 at CRUSH weight 3 (three times its share), restored afterwards with every reweight at 1."""
+    """osd.0 at three times its CRUSH weight, restored afterwards with every reweight at 1."""
     lab = settled_lab
-    lab.ceph("osd", "crush", "reweight", "osd.0", "3")
+    weight = crush_weights(lab)[0]
+    lab.ceph("osd", "crush", "reweight", "osd.0", f"{3 * weight:g}")
     lab.wait_settled(timeout=300)
     yield lab
-    lab.ceph("osd", "crush", "reweight", "osd.0", "1")
+    lab.ceph("osd", "crush", "reweight", "osd.0", f"{weight:g}")
     for node in lab.ceph_json("osd", "df")["nodes"]:
         if float(node["reweight"]) not in (0.0, 1.0):
             lab.ceph("osd", "reweight", str(node["id"]), "1")
