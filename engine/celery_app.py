@@ -27,7 +27,7 @@ from engine.hooks import Hooks, StepHooks
 from engine.keys import BROKER_VISIBILITY_TIMEOUT, INLINE_STEPS, LOCK_RENEW_EVERY_TICKS, TICK_SECONDS
 from engine.plan import Plan
 from engine.redisconn import Replication, celery_urls
-from engine.states import Status
+from engine.states import PARKED_OUTCOMES, Outcome
 
 log = logging.getLogger("hotswap.worker")
 
@@ -115,9 +115,9 @@ def _register_tasks(app: Celery) -> None:
               max_retries=None, ignore_result=False)
     def canvas_step(self: Any, run_id: str, step_id: str) -> str:
         outcome = runtime(app).canvas_executor.run_step(run_id, step_id)
-        if outcome in ("waiting", "retrying", "early", "busy"):
+        if outcome in PARKED_OUTCOMES:
             raise self.retry(countdown=1.0)
-        if outcome == Status.FAILED:
+        if outcome == Outcome.FAILED:
             raise CanvasStepFailed(f"step {step_id} failed")
         return outcome
 
@@ -250,6 +250,10 @@ def run_worker(app: Celery, *, concurrency: int = 2, queues: str = f"{QUICK_QUEU
     def stop(**_: Any) -> None:
         ticker.stop.set()
 
+    def warm(**_: Any) -> None:
+        runtime(app)  # each pool child builds its store, registry and toolkits now, not on its first step
+
+    signals.worker_process_init.connect(warm, weak=False)
     signals.worker_ready.connect(start, weak=False)
     signals.worker_shutdown.connect(stop, weak=False)
     argv = ["worker", f"--concurrency={concurrency}", "-Q", queues, f"--loglevel={loglevel}", "-P", "prefork",

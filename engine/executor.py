@@ -24,7 +24,7 @@ from engine.keys import CANCEL_CHECK_SECONDS, DEPLOY_RECHECK_SECONDS, LEASE_SECO
 from engine.plan import Plan, PlanStep
 from engine.secrets import resolve_params as resolve_secrets
 from engine.secrets import scrub
-from engine.states import Status
+from engine.states import Outcome, Status
 from engine.store import Claim, Completion, Store
 
 logger = logging.getLogger("hotswap.executor")
@@ -256,7 +256,7 @@ class Executor:
         self.heartbeats = Heartbeats(self.store, self.lease)
         self._next: tuple[str, str] | None = None
 
-    def run_step(self, run_id: str, step_id: str) -> str:
+    def run_step(self, run_id: str, step_id: str) -> Outcome:
         """Execute one step if it is this worker's to execute, then up to ``inline`` steps it released;
         return what happened to the first (for logs and tests)."""
         outcome = self._run_one(run_id, step_id)
@@ -270,7 +270,7 @@ class Executor:
             self.enqueue(next_run, [next_step])
         return outcome
 
-    def _run_one(self, run_id: str, step_id: str) -> str:
+    def _run_one(self, run_id: str, step_id: str) -> Outcome:
         if step_id == START_STEP:
             return self.try_start(run_id)
         claim = self.store.claim(run_id, step_id, self.worker, lease=self.lease)
@@ -279,9 +279,9 @@ class Executor:
         if claim.outcome == "lost_lock":
             self.store.fail_run(run_id, f"the run lost its lock '{claim.lost_lock}' (no worker renewed it in time) "
                                         "and may no longer act; check who holds it, then resume")
-            return "lost_lock"
+            return Outcome.LOST_LOCK
         if not claim.ok:
-            return claim.outcome
+            return Outcome.of_claim(claim.outcome)
         plan = self.store.plan(run_id)
         step = plan.steps.get(step_id) or plan.cleanup[step_id]
         self.hooks.emit("claimed", run_id, step_id, step.action, claim.attempt, claim.takeover)
@@ -299,7 +299,7 @@ class Executor:
                                        StepTimeout(step_id, step.timeout or 0).args[0], log)
 
     def _execute(self, plan: Plan, step: PlanStep, record: Mapping[str, Any], claim: Claim, log: StepLog,
-                 memory: dict[str, Any], params: dict[str, Any], secrets: list[str]) -> str:
+                 memory: dict[str, Any], params: dict[str, Any], secrets: list[str]) -> Outcome:
         run_id, now = record["id"], self.clock()
         memory.setdefault("first_started", now)
         if step.timeout and now > memory["first_started"] + step.timeout:
@@ -383,15 +383,15 @@ class Executor:
         self.store.event(run_id, type="attention", step=step_id, reason=message)
 
     def _park_for_deploy(self, run_id: str, step: PlanStep, claim: Claim, memory: dict[str, Any], reason: str,
-                         log: StepLog) -> str:
+                         log: StepLog) -> Outcome:
         if memory.get("deploy_wait") != reason:
             memory["deploy_wait"] = reason
             self._attention(run_id, step.id, f"waiting for a compatible worker: {reason}", log)
         self._park(run_id, step, claim, "deploy", self.clock() + self.deploy_recheck, reason, memory)
-        return "waiting"
+        return Outcome.WAITING
 
     def _approval_gate(self, run_id: str, step: PlanStep, claim: Claim, memory: dict[str, Any],
-                       log: StepLog) -> str | None:
+                       log: StepLog) -> Outcome | None:
         """None when the action may run; otherwise the step was parked or finished here."""
         approval = step.approval or {}
         decision = claim.decision
@@ -414,14 +414,14 @@ class Executor:
                 wake = deadline if deadline is not None else now + 86400
                 self._park(run_id, step, claim, "approval", wake, f"waiting for approval: {approval.get('message', '')}",
                            memory)
-                return "waiting"
+                return Outcome.WAITING
         if not decision.get("approved"):
             error = f"not approved by {decision.get('by')}: {decision.get('comment') or 'rejected'}"
             return self._finish(run_id, step, claim, Status.FAILED, memory, log.secrets, error=error)
         return None
 
     def _park_poll(self, run_id: str, step: PlanStep, claim: Claim, memory: dict[str, Any], wait: NotYet,
-                   log: StepLog) -> str:
+                   log: StepLog) -> Outcome:
         wake = self.clock() + wait.after
         if step.timeout:
             deadline = memory["first_started"] + step.timeout
@@ -433,10 +433,10 @@ class Executor:
             log.info(f"waiting: {wait.reason}")
         memory["last_wait_reason"] = wait.reason
         self._park(run_id, step, claim, "poll", wake, wait.reason, memory)
-        return "waiting"
+        return Outcome.WAITING
 
     def _fail_or_retry(self, run_id: str, step: PlanStep, claim: Claim, memory: dict[str, Any], error: str,
-                       log: StepLog) -> str:
+                       log: StepLog) -> Outcome:
         attempts = int(step.retry.get("attempts", 1))
         if step.timeout and self.clock() >= memory["first_started"] + step.timeout:
             error = f"{StepTimeout(step.id, step.timeout)} ({error})"
@@ -450,27 +450,27 @@ class Executor:
                                     error=f"{error} (no time left for a retry within the step timeout)")
             log.info(f"retrying in {delay:.1f}s")
             self._park(run_id, step, claim, "retry", self.clock() + delay, f"retry after: {error}", memory)
-            return "retrying"
+            return Outcome.RETRYING
         return self._finish(run_id, step, claim, Status.FAILED, memory, log.secrets, error=error)
 
     def _save_memory(self, run_id: str, step_id: str, token: str, memory: dict[str, Any]) -> None:
         if not self.store.heartbeat(run_id, step_id, token, dict(memory), lease=self.lease):
             raise HotswapError(f"step {step_id} lost its lease; another worker has taken it over")
 
-    def try_start(self, run_id: str) -> str:
+    def try_start(self, run_id: str) -> Outcome:
         """Start a run that waits for its locks: take them and release its roots, or try again later."""
         plan = self.store.plan(run_id)
         record = self.store.run(run_id)
         if record["status"] != Status.PENDING:
-            return "done"
+            return Outcome.RUN_INACTIVE
         busy = self.store.acquire_locks(run_id, plan)
         if busy:
             self.store.wait_for_lock(run_id, *busy)
-            return "waiting"
+            return Outcome.WAITING
         ready = self.store.start_run(run_id)
         if ready:
             self.enqueue(run_id, ready)
-        return "started"
+        return Outcome.STARTED
 
     def _park(self, run_id: str, step: PlanStep, claim: Claim, kind: str, wake_at: float, reason: str,
               memory: dict[str, Any]) -> None:
@@ -478,7 +478,7 @@ class Executor:
             self.hooks.emit("parked", run_id, step.id, step.action, kind, wake_at, reason)
 
     def _finish(self, run_id: str, step: PlanStep, claim: Claim, status: Status, memory: dict[str, Any],
-                secrets: list[str], *, result: Any = None, error: str = "") -> str:
+                secrets: list[str], *, result: Any = None, error: str = "") -> Outcome:
         """Record the outcome, scrubbed of the secret values this execution resolved (resolving them again
         here could fail — a file gone, a variable unset — and leave the outcome unscrubbed)."""
         result, error, memory = scrub(result, secrets), scrub(error, secrets), scrub(memory, secrets)
@@ -488,12 +488,12 @@ class Executor:
             done = self.store.complete(run_id, step.id, claim.token, Status.FAILED, error=str(e), memory=memory)
             status = Status.FAILED
         if done is None:
-            return "stale"
+            return Outcome.STALE
         if self.hooks:
             seconds = time.monotonic() - claim.at if claim.at else 0.0
             self.hooks.emit("finished", run_id, step.id, step.action, status.value, seconds, error)
         self.release(run_id, done, failed_item=step if "tolerated" in done.flags else None)
-        return "tolerated" if "tolerated" in done.flags else status.value
+        return Outcome.TOLERATED if "tolerated" in done.flags else Outcome(status.value)
 
     def release(self, run_id: str, done: Completion, failed_item: PlanStep | None = None) -> None:
         """Publish what a completion released. After a failure within a for_each budget, the rest of that

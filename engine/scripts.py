@@ -4,7 +4,35 @@ Each script runs inside Redis as one atomic step, so claims, completions and the
 successors cannot interleave however many workers race.
 """
 
-CLAIM = """
+from engine.states import RUN_TRANSITIONS, STEP_TRANSITIONS, Status
+
+
+def _lua_table(table: dict[Status, frozenset[Status]]) -> str:
+    rows = (f"{old.value} = {{{', '.join(f'{new.value} = true' for new in sorted(news))}}}" for old, news in table.items())
+    return "{" + ", ".join(rows) + "}"
+
+
+TRANSITIONS = f"""
+-- Generated from engine/states.py, the one place statuses and their transitions are decided.
+local STEP_NEXT = {_lua_table(STEP_TRANSITIONS)}
+local RUN_NEXT = {_lua_table(RUN_TRANSITIONS)}
+local function step_to(statuses, step, new)
+  local old = redis.call('HGET', statuses, step) or 'pending'
+  if not (STEP_NEXT[old] or {{}})[new] then
+    error('step ' .. step .. ': ' .. old .. ' -> ' .. new .. ' is not in the status table (engine/states.py)')
+  end
+  redis.call('HSET', statuses, step, new)
+end
+local function run_to(run_key, new, ...)
+  local old = redis.call('HGET', run_key, 'status') or 'pending'
+  if not (RUN_NEXT[old] or {{}})[new] then
+    error('run: ' .. old .. ' -> ' .. new .. ' is not in the status table (engine/states.py)')
+  end
+  redis.call('HSET', run_key, 'status', new, ...)
+end
+"""
+
+CLAIM = TRANSITIONS + """
 local run_key, statuses, remaining, detail, events, leases, timers = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local step, now, lease, worker, member, cleanup, run_id = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local run_status = redis.call('HGET', run_key, 'status')
@@ -13,7 +41,7 @@ if run_status ~= 'running' and not (cleanup == '1' and redis.call('HGET', run_ke
   if redis.call('HGET', statuses, step) == 'running'
       and tonumber(redis.call('HGET', detail, 'lease_until') or '0') <= now then
     -- its worker died after the run had ended: record that instead of leaving it running forever
-    redis.call('HSET', statuses, step, 'failed')
+    step_to(statuses, step, 'failed')
     redis.call('HSET', detail, 'status', 'failed', 'finished', now, 'error', 'its worker was lost after the run had ended')
     redis.call('HDEL', detail, 'lease_until')
     redis.call('ZREM', leases, member)
@@ -69,7 +97,7 @@ end
 local token = redis.call('HINCRBY', detail, 'token', 1)
 local attempt = tonumber(redis.call('HGET', detail, 'attempt') or '0')
 if new_attempt then attempt = redis.call('HINCRBY', detail, 'attempt', 1) end
-redis.call('HSET', statuses, step, 'running')
+step_to(statuses, step, 'running')
 redis.call('HSET', detail, 'lease_until', now + lease, 'worker', worker, 'status', 'running')
 if not redis.call('HGET', detail, 'started') then redis.call('HSET', detail, 'started', now) end
 redis.call('ZADD', leases, now + lease, member)
@@ -89,7 +117,7 @@ return {'ok', tostring(token), tostring(attempt),
 
 # Shared by complete and skip: release successors of a step that counts as done, finish the run when
 # every step is done, and start the cleanup phase once a failed or cancelled run has nothing active.
-RELEASE = """
+RELEASE = TRANSITIONS + """
 local function release(run_key, statuses, remaining, run_status, cleanup, first_succ, timers, run_id, now, redeliver)
   -- A released step also gets a durable timer: if its message is lost (a worker or Redis dies with it
   -- before it is claimed), the ticker publishes it again. The claim removes the timer.
@@ -112,7 +140,7 @@ local function stop_waiting(run_key, statuses, timers, run_id, events, now)
   local all = redis.call('HGETALL', statuses)
   for i = 1, #all, 2 do
     if all[i + 1] == 'waiting' then
-      redis.call('HSET', statuses, all[i], 'cancelled')
+      step_to(statuses, all[i], 'cancelled')
       redis.call('ZREM', timers, run_id .. '|' .. all[i])
       redis.call('HINCRBY', run_key, 'n_active', -1)
       redis.call('XADD', events, '*', 'type', 'step', 'step', all[i], 'status', 'cancelled',
@@ -133,7 +161,7 @@ local function settle(run_key, events, now, run_status, counted_done, cleanup)
   if counted_done then
     local done = redis.call('HINCRBY', run_key, 'n_done', 1)
     if done == tonumber(redis.call('HGET', run_key, 'n_steps')) and run_status == 'running' then
-      redis.call('HSET', run_key, 'status', 'succeeded', 'finished', now)
+      run_to(run_key, 'succeeded', 'finished', now)
       redis.call('XADD', events, '*', 'type', 'run', 'status', 'succeeded', 't', now)
       return ''
     end
@@ -156,7 +184,7 @@ local cleanup, budget, budget_limit, run_id, redeliver = ARGV[9], ARGV[10], tonu
 if redis.call('HGET', detail, 'token') ~= token or redis.call('HGET', statuses, step) ~= 'running' then
   return {'stale', ''}
 end
-redis.call('HSET', statuses, step, status)
+step_to(statuses, step, status)
 redis.call('HSET', detail, 'status', status, 'finished', now, 'result', result, 'error', err, 'memory', memory)
 redis.call('HDEL', detail, 'lease_until', 'wake_at', 'wait_kind', 'waiting_reason')
 redis.call('ZREM', leases, member)
@@ -176,7 +204,7 @@ if status == 'failed' and cleanup ~= '1' then
     if run_status == 'running' then
       local reason = 'step ' .. step .. ' failed: ' .. err
       if budget ~= '' then reason = reason .. ' (failure budget of ' .. budget .. ' exhausted: ' .. budget_limit .. ' allowed)' end
-      redis.call('HSET', run_key, 'status', 'failed', 'reason', reason, 'finished', now)
+      run_to(run_key, 'failed', 'reason', reason, 'finished', now)
       redis.call('XADD', events, '*', 'type', 'run', 'status', 'failed', 'reason', reason, 't', now)
       stop_waiting(run_key, statuses, timers, run_id, events, now)
       run_status = 'failed'
@@ -199,7 +227,7 @@ local run_key, statuses, events, timers = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local reason, now, run_id = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local st = redis.call('HGET', run_key, 'status')
 if st ~= 'running' and st ~= 'pending' and st ~= 'waiting' then return {'not_active', tostring(st)} end
-redis.call('HSET', run_key, 'status', 'failed', 'reason', reason, 'finished', now)
+run_to(run_key, 'failed', 'reason', reason, 'finished', now)
 redis.call('XADD', events, '*', 'type', 'run', 'status', 'failed', 'reason', reason, 't', now)
 stop_waiting(run_key, statuses, timers, run_id, events, now)
 return {'ok', tostring(st)}
@@ -209,7 +237,7 @@ SKIP = RELEASE + """
 local run_key, statuses, remaining, detail, events, timers = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local step, now, reason, run_id, redeliver = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], tonumber(ARGV[5])
 if redis.call('HGET', statuses, step) ~= 'pending' then return {'stale', ''} end
-redis.call('HSET', statuses, step, 'skipped')
+step_to(statuses, step, 'skipped')
 redis.call('HSET', detail, 'status', 'skipped', 'finished', now, 'error', reason)
 redis.call('XADD', events, '*', 'type', 'step', 'step', step, 'status', 'skipped', 'reason', reason, 't', now)
 local run_status = redis.call('HGET', run_key, 'status')
@@ -220,13 +248,13 @@ for _, s in ipairs(ready) do table.insert(out, s) end
 return out
 """
 
-WAIT = """
+WAIT = TRANSITIONS + """
 local statuses, detail, events, leases, timers = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local step, token, kind, wake, reason, memory, now, member = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6], tonumber(ARGV[7]), ARGV[8]
 if redis.call('HGET', detail, 'token') ~= token or redis.call('HGET', statuses, step) ~= 'running' then
   return 0
 end
-redis.call('HSET', statuses, step, 'waiting')
+step_to(statuses, step, 'waiting')
 redis.call('HSET', detail, 'status', 'waiting', 'wake_at', wake, 'wait_kind', kind, 'waiting_reason', reason, 'memory', memory)
 redis.call('HDEL', detail, 'lease_until')
 redis.call('ZREM', leases, member)
@@ -268,12 +296,12 @@ end
 return released
 """
 
-CANCEL = """
+CANCEL = TRANSITIONS + """
 local run_key, statuses, events, timers = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local now, by, run_id = tonumber(ARGV[1]), ARGV[2], ARGV[3]
 local st = redis.call('HGET', run_key, 'status')
 if st ~= 'running' and st ~= 'pending' and st ~= 'waiting' and st ~= 'failed' then return {'not_active', tostring(st)} end
-redis.call('HSET', run_key, 'status', 'cancelled', 'reason', 'cancelled by ' .. by, 'finished', now)
+run_to(run_key, 'cancelled', 'reason', 'cancelled by ' .. by, 'finished', now)
 local keep = {}
 for i = 4, #ARGV do keep[ARGV[i]] = true end
 local all = redis.call('HGETALL', statuses)
@@ -283,7 +311,7 @@ for i = 1, #all, 2 do
   if keep[step] then
     -- a cleanup step: it runs after the cancel
   elseif s == 'pending' or s == 'waiting' then
-    redis.call('HSET', statuses, step, 'cancelled')
+    step_to(statuses, step, 'cancelled')
     redis.call('ZREM', timers, run_id .. '|' .. step)
     if s == 'waiting' then redis.call('HINCRBY', run_key, 'n_active', -1) end
   elseif s == 'running' then

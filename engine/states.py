@@ -1,4 +1,7 @@
-"""The closed set of statuses and their allowed transitions, as data."""
+"""The closed set of statuses and their allowed transitions, as data.
+
+The tables are authoritative at run time: engine/scripts.py generates its Lua guards from them, so a
+transition missing here fails the script instead of being recorded."""
 
 from __future__ import annotations
 
@@ -19,6 +22,44 @@ class Status(StrEnum):
 
 S = Status
 
+
+class Outcome(StrEnum):
+    """What handling one step message came to (returned by the executor, for the task runtime and logs)."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    TOLERATED = "tolerated"
+    """Failed, within its for_each failure budget: the run goes on."""
+    WAITING = "waiting"
+    """Parked until a timer: a poll, an approval gate, a worker with the planned action."""
+    RETRYING = "retrying"
+    STALE = "stale"
+    """Another execution owns the step now (this one lost its lease)."""
+    LOST_LOCK = "lost_lock"
+    """The run lost a lock and was fenced off."""
+    STARTED = "started"
+    """A run waiting for its locks got them and started."""
+    NOT_DUE = "not_due"
+    """Not this message's to execute yet: its dependencies, its timer or another worker's live lease come first."""
+    ALREADY_DONE = "already_done"
+    """A duplicate message: the step already finished (or was recorded lost after its run ended)."""
+    RUN_INACTIVE = "run_inactive"
+    """The run is not running (finished, cancelled, failed): the step does not start."""
+
+    @classmethod
+    def of_claim(cls, claim_outcome: str) -> Outcome:
+        """The executor's outcome for a claim that was refused (the store's claim outcome strings)."""
+        if claim_outcome in ("done", "orphaned"):
+            return cls.ALREADY_DONE
+        if claim_outcome.startswith("run_"):
+            return cls.RUN_INACTIVE
+        return cls.NOT_DUE
+
+
+PARKED_OUTCOMES: frozenset[Outcome] = frozenset({Outcome.WAITING, Outcome.RETRYING, Outcome.NOT_DUE})
+"""Outcomes after which the step still has to run (the native canvas executor retries its task on them)."""
+
 STEP_TRANSITIONS: dict[Status, frozenset[Status]] = {
     S.PENDING: frozenset({S.RUNNING, S.SKIPPED, S.CANCELLED, S.WAITING}),
     S.RUNNING: frozenset({S.SUCCEEDED, S.FAILED, S.WAITING, S.SKIPPED, S.CANCELLED, S.RUNNING}),
@@ -35,7 +76,7 @@ RUN_TRANSITIONS: dict[Status, frozenset[Status]] = {
     S.RUNNING: frozenset({S.SUCCEEDED, S.FAILED, S.CANCELLED, S.WAITING}),
     S.WAITING: frozenset({S.RUNNING, S.SUCCEEDED, S.FAILED, S.CANCELLED}),
     S.SUCCEEDED: frozenset(),
-    S.FAILED: frozenset({S.RUNNING}),  # resume
+    S.FAILED: frozenset({S.RUNNING, S.CANCELLED}),  # resume; cancel releases its locks
     S.CANCELLED: frozenset({S.RUNNING}),  # resume
 }
 

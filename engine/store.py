@@ -28,7 +28,7 @@ from engine.keys import (
     Keys,
 )
 from engine.plan import Plan
-from engine.states import DONE_OK, Status, run_settled
+from engine.states import DONE_OK, Status, can_run, can_step, run_settled
 
 RUN_META = ("id", "runbook", "file", "launched_by", "source", "created", "started", "dry_run", "params")
 HOLDING = ("pending", "running", "waiting", "failed")
@@ -484,7 +484,7 @@ class Store:
         run again after a later failure); counters are recomputed; returns the steps ready now."""
         k = self.keys
         record = self.run(run_id)
-        if record["status"] not in (Status.FAILED, Status.CANCELLED):
+        if not can_run(Status(record["status"]), Status.RUNNING) or record["status"] == Status.PENDING:
             raise InvalidTransition(f"run {run_id} is {record['status']}; only a failed or cancelled run can be resumed")
         if record.get("cleanup") == "running":
             raise InvalidTransition(f"run {run_id} is still running its cleanup steps; resume when they are done")
@@ -496,8 +496,10 @@ class Store:
             busy = self.acquire_locks(run_id, plan)
             if busy:
                 raise LockHeld(busy[0], busy[1])
+            # failed and cancelled steps go back to pending (the status table's resume transitions); cleanup
+            # steps are re-armed whatever they reached, so they run again after a later failure
             reset = [sid for sid, s in statuses.items()
-                     if s in (Status.FAILED, Status.CANCELLED) or (sid in plan.cleanup and s != Status.PENDING)]
+                     if can_step(Status(s), Status.PENDING) or (sid in plan.cleanup and s != Status.PENDING)]
             for sid in reset:
                 statuses[sid] = Status.PENDING.value
             every = {**plan.steps, **plan.cleanup}

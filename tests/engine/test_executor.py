@@ -450,3 +450,16 @@ steps:
     assert record["status"] == Status.FAILED
     assert "not approved by timeout" in record["reason"]
     assert store.step(run, "swap")["finished"] == pytest.approx(clock.now)
+
+
+def test_the_lua_scripts_refuse_a_transition_the_status_table_does_not_allow(new_store: StoreFactory) -> None:
+    from engine.scripts import TRANSITIONS
+
+    store = new_store("t-table:")
+    move = store.r.register_script(TRANSITIONS + "step_to(KEYS[1], ARGV[1], ARGV[2]) return 1")
+    store.r.hset("t-table:statuses", "s", "succeeded")
+    with pytest.raises(redis.ResponseError, match="succeeded -> running is not in the status table"):
+        move(keys=["t-table:statuses"], args=["s", "running"])
+    assert store.r.hget("t-table:statuses", "s") == b"succeeded"
+    store.r.hset("t-table:statuses", "s", "failed")
+    assert move(keys=["t-table:statuses"], args=["s", "pending"]) == 1  # resume is in the table
