@@ -24,7 +24,7 @@ from redis.exceptions import RedisError
 from engine import config as hconfig
 from engine.errors import RunNotFound
 from engine.hooks import Hooks, StepHooks
-from engine.keys import BROKER_VISIBILITY_TIMEOUT, INLINE_STEPS, LOCK_RENEW_EVERY_TICKS, TICK_SECONDS
+from engine.keys import BROKER_VISIBILITY_TIMEOUT, LOCK_RENEW_EVERY_TICKS, TICK_SECONDS, Timings
 from engine.plan import Plan
 from engine.redisconn import Replication, celery_urls
 from engine.states import PARKED_OUTCOMES, Outcome
@@ -137,15 +137,17 @@ class Runtime:
         from engine.store import Store
 
         self.app = app
+        timings = Timings.from_env(os.environ)
         self.store = Store(hconfig.redis_client(app.conf.get("hotswap_redis_url") or app.conf.broker_url,
-                                                app.conf.get("hotswap_replication")))
+                                                app.conf.get("hotswap_replication")),
+                           redeliver=timings.redeliver, lock_lease=timings.lock_lease)
         registry = default_registry()
         worker = worker_name(os.getpid())
         factory = toolkit_factory()
         self.executor = Executor(self.store, registry, self.publish, worker, factory, (SoftTimeLimitExceeded,),
-                                 inline=INLINE_STEPS, hooks=Hooks(hooks))
+                                 lease=timings.lease, inline=timings.inline, hooks=Hooks(hooks))
         self.canvas_executor = Executor(self.store, registry, lambda run_id, ids: None, worker, factory,
-                                        (SoftTimeLimitExceeded,))
+                                        (SoftTimeLimitExceeded,), lease=timings.lease)
 
     def publish(self, run_id: str, step_ids: Iterable[str]) -> None:
         """One message per step, except for a wide release (a fan-out), where steps without a timeout share

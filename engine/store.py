@@ -73,10 +73,11 @@ class Store:
     """All of hotswap's Redis state. One instance per process; safe to share between threads."""
 
     def __init__(self, client: redis.Redis, keys: Keys | None = None, redeliver: float = REDELIVER_SECONDS,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, lock_lease: float = LOCK_LEASE_SECONDS) -> None:
         """``clock``: wall-clock seconds for every timestamp, timer and lease (a fake one in unit tests)."""
         self.r: Any = client
         self.clock = clock
+        self.lock_lease = lock_lease
         self.keys = keys or Keys()
         self.redeliver = redeliver
         self._claim = client.register_script(scripts.CLAIM)
@@ -136,7 +137,7 @@ class Store:
         if not plan.locks:
             return None
         res = self._acquire(keys=self.lock_keys(plan),
-                            args=[run_id, self.clock(), LOCK_LEASE_SECONDS, self.keys.prefix,
+                            args=[run_id, self.clock(), self.lock_lease, self.keys.prefix,
                                   *[lock["limit"] for lock in plan.locks]])
         parts = [_s(x) for x in res]
         if parts[0] == "ok":
@@ -172,7 +173,7 @@ class Store:
 
     def renew_locks(self) -> int:
         """Extend the locks of every run that still holds them; drop those of finished runs."""
-        return int(self._renew(keys=[], args=[self.clock(), LOCK_LEASE_SECONDS, self.keys.prefix]))
+        return int(self._renew(keys=[], args=[self.clock(), self.lock_lease, self.keys.prefix]))
 
     def lock_holders(self, name: str) -> list[str]:
         """Runs holding the lock ``name`` now (finished runs and lapsed leases excluded)."""

@@ -463,3 +463,12 @@ def test_the_lua_scripts_refuse_a_transition_the_status_table_does_not_allow(new
     assert store.r.hget("t-table:statuses", "s") == b"succeeded"
     store.r.hset("t-table:statuses", "s", "failed")
     assert move(keys=["t-table:statuses"], args=["s", "pending"]) == 1  # resume is in the table
+
+
+@pytest.mark.unit
+def test_timings_come_from_the_environment_when_asked_not_at_import() -> None:
+    from engine.keys import LEASE_SECONDS, Timings
+
+    assert Timings.from_env({}).lease == LEASE_SECONDS
+    tuned = Timings.from_env({"HOTSWAP_LEASE_SECONDS": "2", "HOTSWAP_INLINE_STEPS": "4"})
+    assert (tuned.lease, tuned.inline, tuned.redeliver) == (2.0, 4, Timings().redeliver)
