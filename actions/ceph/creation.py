@@ -18,7 +18,7 @@ from actions.ceph.common import (
 )
 from actions.ceph.throttle import restore_config_values
 from actions.ceph.weights import gentle_of, gradual, gradual_plan
-from engine.errors import ActionError
+from engine.errors import ActionError, SafetyCheckFailed
 
 
 @action("ceph.add_node", polling=True)
@@ -131,6 +131,12 @@ def _create_osds(ctx: ActionContext, cluster: Any, host: str, ids: list[int], de
             ctx.ssh.run(host, cluster.command("osd_create", id=osd, device=device, host=host), mutating=True)
         elif state is not None and state.up_and_in:
             ctx.log.info(f"osd.{osd} already exists, up and in: not creating it again")
+        elif state is not None and state.new and not state.up:
+            raise SafetyCheckFailed(
+                f"{state.describe()} is registered but never booted: its disk was probably reused without "
+                f"being wiped (an old store makes the OSD clash with its new id). Zap the disk "
+                f"(ceph-volume lvm zap --destroy), 'ceph osd destroy {osd} --yes-i-really-mean-it', then resume"
+            )
         elif state is not None and not state.destroyed:
             raise ActionError(
                 f"{state.describe()} exists and is not destroyed: destroy it first (ceph.destroy_osds) "

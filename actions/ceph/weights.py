@@ -137,7 +137,10 @@ def _poll(ctx: ActionContext, cluster: Any, memory: dict[str, Any], osds: list[i
         memory["first_step"] = {"at": now(), "misplaced_ratio": summary.misplaced_ratio,
                                 "remapped_pgs": summary.num_remapped_pgs}
     start = {int(k): float(v) for k, v in memory["from"].items()}
-    round_ = {o: cj.next_weight(w, target, gentle.step_of(start.get(o, w)))
+    # Step k lands at start ± k x step, not at what CRUSH read back ± step: CRUSH stores weights in 16.16
+    # fixed point, truncated, and stepping from the read-back value would drift into an extra step.
+    k = memory["steps"] + 1
+    round_ = {o: cj.next_weight(start.get(o, w), target, k * gentle.step_of(start.get(o, w)))
               for o, w in weights.items() if not cj.same_weight(w, target)}
     memory["planned"] = {str(o): w for o, w in round_.items()}
     apply_weights(ctx, cluster, round_)
