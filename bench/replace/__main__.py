@@ -1,0 +1,5 @@
+import sys
+
+from bench.replace.main import main
+
+sys.exit(main())
