@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
-from redis.sentinel import Sentinel, SentinelConnectionPool
+from redis.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
 
 from engine.errors import ConfigError, HotswapError
 
@@ -32,7 +32,7 @@ SENTINEL_PORT = 26379
 HEALTH_CHECK_SECONDS = 30
 SENTINEL_SOCKET_TIMEOUT = 2.0
 """How long a sentinel may take to answer before the next one is asked."""
-MASTER_SOCKET_TIMEOUT = 10.0
+MASTER_SOCKET_TIMEOUT = 5.0
 """A master that stops answering (frozen, partitioned) is given up on after this, so a client reconnects to
 the one Sentinel promotes. Longer than any blocking read hotswap makes (1 s) and than REPLICA_TIMEOUT_MAX."""
 FAILOVER_RETRIES = Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=25)
@@ -85,6 +85,17 @@ class SentinelTarget:
         if self.sentinel_password:
             kwargs["password"] = self.sentinel_password
         return kwargs
+
+
+class FollowingConnection(SentinelManagedConnection):
+    """A connection to the master that asks Sentinel where the master is on every connect, retries included.
+    redis-py 8.1 reconnects a broken connection to the address it had (redis/redis-py#3874): after a
+    timeout on a frozen master, a client would keep reconnecting to it and never reach the new one."""
+
+    def _connect(self) -> Any:
+        if self.connection_pool.is_master:
+            self.host, self.port = self.connection_pool.get_master_address()
+        return super()._connect()  # type: ignore[no-untyped-call]
 
 
 class HotswapRedis(redis.Redis):
@@ -156,8 +167,9 @@ def connect(url: str, replication: Replication | None = None) -> HotswapRedis:
         sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=target.sentinel_kwargs(),  # type: ignore[no-untyped-call]
                             socket_timeout=MASTER_SOCKET_TIMEOUT, socket_connect_timeout=SENTINEL_SOCKET_TIMEOUT)
         client = cast(HotswapRedis, sentinel.master_for(  # type: ignore[no-untyped-call]
-            target.service, redis_class=HotswapRedis, db=target.db, username=target.username,
-            password=target.password, health_check_interval=HEALTH_CHECK_SECONDS, retry=FAILOVER_RETRIES))
+            target.service, redis_class=HotswapRedis, connection_class=FollowingConnection, db=target.db,
+            username=target.username, password=target.password, health_check_interval=HEALTH_CHECK_SECONDS,
+            retry=FAILOVER_RETRIES))
     else:
         if url.startswith("redis+socket://"):
             url = "unix://" + url[len("redis+socket://"):]

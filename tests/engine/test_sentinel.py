@@ -7,6 +7,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -198,6 +199,19 @@ def cluster(tmp_path: Path) -> Iterator[SentinelCluster]:
         c.stop()
 
 
+def test_a_client_of_a_frozen_master_moves_to_the_one_sentinel_promotes(cluster: SentinelCluster) -> None:
+    client = redis_client(cluster.url)
+    client.set("before", "1")
+    frozen = cluster.master()
+    frozen.freeze()  # answers nothing, keeps its sockets: a hung or partitioned master
+    started = time.monotonic()
+    assert client.set("after", "1")
+    took = time.monotonic() - started
+    new = cluster.master_port()
+    assert new != frozen.port and redis_client(cluster.servers[new].url).get("after") == b"1"
+    assert took < 15, f"the write took {took:.1f}s"
+
+
 @pytest.mark.parametrize(("failover", "min_replicas"), [("sigkill", 1), ("planned", 2)])
 def test_a_run_survives_a_master_failover_with_every_step_once(failover: str, min_replicas: int,
                                                                cluster: SentinelCluster, tmp_path: Path,
@@ -212,12 +226,13 @@ def test_a_run_survives_a_master_failover_with_every_step_once(failover: str, mi
         (work / sid).mkdir(parents=True)
     # A lease longer than the failover (about 3 s here): a step running through it keeps its lease.
     env = {"HOTSWAP_ACTION_MODULES": "tests.support.fault_actions", "HOTSWAP_LEASE_SECONDS": "10",
-           "HOTSWAP_REDELIVER_SECONDS": "3", "HOTSWAP_MIN_REPLICAS": str(min_replicas), "HOTSWAP_REPLICA_TIMEOUT": "3"}
+           "HOTSWAP_REDELIVER_SECONDS": "3", "HOTSWAP_MIN_REPLICAS": str(min_replicas),
+           "HOTSWAP_REPLICA_TIMEOUT": "2.5"}
     workers = [Worker(cluster.url, tmp_path / name, concurrency=2, name=name, env=env) for name in ("w1", "w2")]
     harness = Harness(cluster.url, tmp_path)
     try:
-        for w in workers:
-            w.start()
+        with ThreadPoolExecutor(len(workers)) as pool:
+            list(pool.map(lambda w: w.start(), workers))
         run = harness.launch(failover_runbook(work))
         wait_for(lambda: (work / "s2" / "phase-0").exists(), timeout=30, what="s2 to start")
         old = cluster.kill_master() if failover == "sigkill" else cluster.planned_failover()
