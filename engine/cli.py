@@ -1,9 +1,11 @@
-"""``hotswap``: the command line. Every command is a thin call into :mod:`engine.service`."""
+"""``hotswap``: the command line. Every command is a thin call into :mod:`engine.service`.
+
+Commands import what they need when they run, so `hotswap validate` or `plan` does not pay for loading
+Celery (about 1.5 s on a busy machine) or the HTTP server's libraries; everything else is imported here."""
 
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import os
 import sys
@@ -20,52 +22,18 @@ _ICON = {"pending": "·", "running": "▶", "waiting": "…", "succeeded": "✓"
          "skipped": "↷"}
 
 
-# ---- wiring ----------------------------------------------------------------------------------
-class Client:
-    """What a CLI invocation talks to: the service over the configured (or embedded) Redis."""
+# ---- wiring: engine/interfaces/client.py (imported when a command needs it: it loads Celery) ------------
+def connect(need_worker: bool = False) -> Any:
+    """The service over the configured Redis (engine.interfaces.client.Client)."""
+    from engine.interfaces.client import Client
 
-    def __init__(self, need_worker: bool = False) -> None:
-        from engine import embedded
-        from engine.celery_app import make_app, runtime
-        from engine.config import load_config
-        from engine.context import load_inventory
-        from engine.service import Service
-
-        self.config = load_config()
-        url = self.config.redis_url or embedded.ensure_redis(self.config.state_dir)
-        self.app = make_app(url, self.config.replication)
-        self.rt = runtime(self.app)
-        if need_worker and self.config.embedded:
-            embedded.ensure_worker(self.config.state_dir, url)
-        self.service = Service(self.rt.store, self.rt.executor.registry, self.rt.publish, load_inventory,
-                               launch_canvas=self._launch_canvas)
-        self.ops = operations(self.service, self.config)
-
-    def _launch_canvas(self, run_id: str, plan: Any) -> None:
-        from engine.canvas import compile_canvas
-
-        compile_canvas(self.app, run_id, plan).apply_async()
-
-
-def operations(service: Any, config: Any) -> Any:
-    """What this CLI user may do: everything when no policy file is configured (a single-operator
-    setup), otherwise exactly what the policy (``$HOTSWAP_POLICY``) grants ``cli:<login>``."""
-    from engine.interfaces.guard import GuardedService, OpenService
-
-    policy_file = os.environ.get("HOTSWAP_POLICY")
-    if not policy_file:
-        return OpenService(service, identity())
-    from engine.interfaces.facade import RunbookCatalog
-    from engine.interfaces.policy import load_policy
-
-    return GuardedService(service, load_policy(policy_file), identity(), RunbookCatalog(config.runbooks_dir, service))
+    return Client(need_worker)
 
 
 def identity() -> Any:
-    from engine.service import Identity
+    from engine.interfaces.client import identity as _identity
 
-    user = os.environ.get("HOTSWAP_USER") or getpass.getuser()
-    return Identity(user, "cli", {"host": os.uname().nodename, "pid": os.getpid()})
+    return _identity()
 
 
 def parse_params(pairs: Sequence[str]) -> dict[str, str]:
@@ -159,7 +127,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run:
         _runbook, plan = _load_plan(args)
         return _dry_run(plan, args)
-    client = Client(need_worker=True)
+    client = connect(need_worker=True)
     run_id = client.ops.launch(args.runbook, parse_params(args.param), by_path=True, executor=args.executor)
     if args.json and not args.follow:
         _print_json({"run": run_id})
@@ -170,7 +138,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def follow(client: Client, run_id: str, show_logs: bool) -> int:
+def follow(client: Any, run_id: str, show_logs: bool) -> int:
     """Print every transition and log line of a run until it ends. Ctrl-C stops following, not the run."""
     service = client.service
     record = service.run(run_id)
@@ -211,7 +179,7 @@ def follow(client: Client, run_id: str, show_logs: bool) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    client = Client()
+    client = connect()
     data = client.ops.status(args.run)
     if args.json:
         _print_json(data)
@@ -269,7 +237,7 @@ def _table(rows: Sequence[Sequence[str]]) -> None:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    client = Client()
+    client = connect()
     runs = client.ops.runs(args.limit, args.status, args.runbook)
     if args.json:
         _print_json(runs)
@@ -284,7 +252,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    client = Client()
+    client = connect()
     if args.follow:
         client.ops.run(args.run)
         return follow(client, args.run, show_logs=True)
@@ -299,7 +267,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_approve(args: argparse.Namespace) -> int:
-    client = Client(need_worker=True)
+    client = connect(need_worker=True)
     first = client.ops.approve(args.run, args.step, approved=not args.reject, comment=args.comment)
     verb = "rejected" if args.reject else "approved"
     print(f"{args.step} {verb}" if first else f"{args.step} was already decided; nothing changed")
@@ -307,14 +275,14 @@ def cmd_approve(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    client = Client()
+    client = connect()
     running = client.ops.cancel(args.run)
     print(f"run {args.run} cancelled" + (f"; still finishing: {', '.join(running)}" if running else ""))
     return 0
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    client = Client(need_worker=True)
+    client = connect(need_worker=True)
     ready = client.ops.resume(args.run)
     print(f"run {args.run} resumed; restarting from: {', '.join(ready) or '(waiting steps)'}")
     if args.follow:

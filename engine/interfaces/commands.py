@@ -48,13 +48,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def _client(need_worker: bool = False) -> Any:
-    from engine.cli import Client
+    from engine.interfaces.client import Client
 
     return Client(need_worker=need_worker)
 
 
 def _cli_identity() -> Any:
-    from engine.cli import identity
+    from engine.interfaces.client import identity
 
     return identity()
 
