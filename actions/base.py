@@ -68,9 +68,14 @@ class ActionContext:
     cancelled: Callable[[], bool] = field(default=lambda: False)
     save: Callable[[], None] = field(default=lambda: None)
     """Persist ``memory`` now. Call it right after a side effect so a re-run after a crash skips it."""
-    attention: Callable[[str], None] = field(default=lambda message: None)
-    """Ask for a human without failing (e.g. a drain held by a safety check for long): the message goes to
-    the step's log and to the notifications configured for ``attention``. Call it once per situation."""
+    notify: Callable[[str], None] = field(default=lambda message: None)
+    """Where ``attention`` messages go besides the log (the engine: an event the notifier sends on)."""
+
+    def attention(self, message: str) -> None:
+        """Ask for a human without failing (e.g. a drain held by a safety check for long): the message goes to
+        the step's log and to the notifications configured for ``attention``. Call it once per situation."""
+        self.log.warning(f"needs attention: {message}")
+        self.notify(message)
 
     def not_yet(self, after: float, reason: str = "") -> typing.NoReturn:
         raise NotYet(after, reason)

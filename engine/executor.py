@@ -339,7 +339,7 @@ class Executor:
             deadline = memory["first_started"] + step.timeout if step.timeout else None
             ctx.cancelled = lambda: beat.cancelled() or (deadline is not None and self.clock() >= deadline)
             ctx.save = lambda: self._save_memory(run_id, step.id, claim.token, memory)
-            ctx.attention = lambda message: self._attention(run_id, step.id, message, log)
+            ctx.notify = lambda message: self._notify(run_id, step.id, message, log)
             try:
                 result = spec(ctx, **args)
             except NotYet as wait:
@@ -377,16 +377,16 @@ class Executor:
             raise ActionMismatch(f"action {step.action} on this worker no longer accepts the planned arguments "
                                  f"({e}): {DEPLOY_ADVICE}") from e
 
-    def _attention(self, run_id: str, step_id: str, message: str, log: StepLog) -> None:
-        message = scrub(message, log.secrets)
-        log.warning(f"needs attention: {message}")
-        self.store.event(run_id, type="attention", step=step_id, reason=message)
+    def _notify(self, run_id: str, step_id: str, message: str, log: StepLog) -> None:
+        self.store.event(run_id, type="attention", step=step_id, reason=scrub(message, log.secrets))
 
     def _park_for_deploy(self, run_id: str, step: PlanStep, claim: Claim, memory: dict[str, Any], reason: str,
                          log: StepLog) -> Outcome:
         if memory.get("deploy_wait") != reason:
             memory["deploy_wait"] = reason
-            self._attention(run_id, step.id, f"waiting for a compatible worker: {reason}", log)
+            message = f"waiting for a compatible worker: {reason}"
+            log.warning(f"needs attention: {message}")
+            self._notify(run_id, step.id, message, log)
         self._park(run_id, step, claim, "deploy", self.clock() + self.deploy_recheck, reason, memory)
         return Outcome.WAITING
 

@@ -124,7 +124,7 @@ def note_pause(ctx: ActionContext, cluster: Any, memory: dict[str, Any], gate: C
     if gate.notify_after > 0 and paused > gate.notify_after and not memory.get("pause_notified"):
         memory["pause_notified"] = True
         message = f"run {ctx.run.get('id', ctx.run_id)} step {ctx.step_id} paused for {paused:.0f}s: {reason}"
-        ctx.log.warning(message)
+        ctx.attention(message)  # logged, and sent to the notifications configured for 'attention'
         _chat(ctx, cluster, message)
     return reason + (f" [paused {paused:.0f}s]" if paused >= 1 else "")
 

@@ -472,3 +472,19 @@ def test_timings_come_from_the_environment_when_asked_not_at_import() -> None:
     assert Timings.from_env({}).lease == LEASE_SECONDS
     tuned = Timings.from_env({"HOTSWAP_LEASE_SECONDS": "2", "HOTSWAP_INLINE_STEPS": "4"})
     assert (tuned.lease, tuned.inline, tuned.redeliver) == (2.0, 4, Timings().redeliver)
+
+
+def test_an_action_asking_for_attention_is_logged_and_becomes_an_attention_event(new_store: StoreFactory,
+                                                                                   tmp_path: Path) -> None:
+    @action("test.held")
+    def held(ctx: ActionContext) -> dict[str, Any]:
+        ctx.attention("drain held for 30m by SLOW_OPS on osd.3")
+        return {}
+
+    store = new_store("t-attention:")
+    driver = Driver(store, registry_with(held))
+    run = driver.launch(runbook(tmp_path, "name: held\nsteps:\n  - id: held\n    action: test.held\n"))
+    driver.drain()
+    events = [ev for _, ev in store.events(run) if ev.get("type") == "attention"]
+    assert [(ev["step"], ev["reason"]) for ev in events] == [("held", "drain held for 30m by SLOW_OPS on osd.3")]
+    assert any("needs attention: drain held" in line["msg"] for line in store.logs(run, "held"))
