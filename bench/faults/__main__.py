@@ -31,7 +31,7 @@ from bench.faults.audit import (  # noqa: E402
     snapshot,
 )
 from bench.faults.cluster import Cluster, patient  # noqa: E402
-from bench.faults.kinds import FAULTS, Injected, Injector  # noqa: E402
+from bench.faults.kinds import FAULTS, KILL_FAULTS, Injected, Injector  # noqa: E402
 from bench.faults.report import failures, summarize, table  # noqa: E402
 from bench.faults.shapes import BY_NAME, EFFECT_DIRS, SHAPES, TERMINAL_RUN, Launched, Shape  # noqa: E402
 from engine.celery_app import make_app, runtime  # noqa: E402
@@ -85,8 +85,12 @@ def schedule(opts: Options, rng: random.Random) -> list[tuple[float, str, str]]:
     rng.shuffle(shapes)
     rng.shuffle(kinds)
     events = [(rng.uniform(0, opts.launch_window), "launch", s) for s in shapes]
-    events += [(rng.uniform(1.0, opts.launch_window + 2.0), "fault", k) for k in kinds]
+    events += [(rng.uniform(1.0, max(2.0, opts.launch_window - 3.0)), "fault", k) for k in kinds]
     return sorted(events)
+
+
+def next_launch(events: list[tuple[float, str, str]]) -> int | None:
+    return next((i for i, (_, what, _) in enumerate(events) if what == "launch"), None)
 
 
 class Batch:
@@ -149,13 +153,17 @@ class Batch:
         rt = runtime(make_app(self.cluster.redis.url))
         service = Service(rt.store, default_registry(), rt.publish)
         injector = Injector(self.cluster, rt, self.rng, self.runs)
-        for at, what, name in schedule(self.opts, self.rng):
+        events = schedule(self.opts, self.rng)
+        while events:
+            at, what, name = events.pop(0)
             while (wait := at - self.now()) > 0:
                 self.watch(rt.store)
                 time.sleep(min(wait, 0.2))
             self.watch(rt.store)
             if what == "launch":
                 self.launch(BY_NAME[name], service, rt.store)
+            elif name in KILL_FAULTS and not injector.running() and (later := next_launch(events)) is not None:
+                events.insert(later + 1, (events[later][0], what, name))  # nothing runs now: strike after it
             elif self.runs:
                 self.fault(name, injector, rt.store)
         self.settle(rt.store)

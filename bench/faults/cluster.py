@@ -135,10 +135,11 @@ def running_steps(store: Store, run_ids: Iterable[str], actions: Mapping[tuple[s
             if worker_host != host or not pid.isdigit():
                 continue
             memory = json.loads(detail.get("memory") or "{}")
-            done = memory.get("done")
-            progress = f"phases done {done}" if isinstance(done, list) else f"polls {memory.get('polls', 0)}"
+            action = actions.get((run_id, sid), "?")
+            progress = (f"phases done {memory.get('done', [])}" if action == "test.phases"
+                        else f"polls {memory.get('polls', 0)}" if action == "core.wait_until" else "in its action")
             out.append(Running(run_id, sid, int(pid), detail.get("token", ""), int(detail.get("attempt") or 0),
-                               actions.get((run_id, sid), "?"), progress))
+                               action, progress))
     return out
 
 

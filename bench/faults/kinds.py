@@ -30,6 +30,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import redis
@@ -50,6 +51,9 @@ SEEK_SECONDS = 15.0
 FREEZE_SECONDS = 2 * LEASE_SECONDS
 REFUSE_SECONDS = 3.0
 PROBE_KEY = "faults:probe"
+INSTANT = {"core.echo", "core.fail", "core.wait_until"}
+"""Actions that are 'running' for milliseconds (a poll parks at once): a kill aims at the others first, and
+at these only when nothing else has run for half the seek."""
 
 
 @dataclass
@@ -80,7 +84,9 @@ class Injected:
     evidence: list[str] = field(default_factory=list)
     """Filled by the audit: what the store shows happened to each hit step afterwards."""
     exposed: list[str] = field(default_factory=list)
-    """'run/step' of the steps that were running while Redis was frozen."""
+    """'run/step' of the steps that were running when Redis froze or began refusing writes."""
+    broken: str = ""
+    """Why the fault did not take (it must have: the batch fails)."""
 
     @property
     def kill(self) -> bool:
@@ -147,20 +153,35 @@ class Injector:
 
     def seek(self, accept: Callable[[int], bool] = lambda depth: True,
              timeout: float = SEEK_SECONDS) -> tuple[Running, str, int] | None:
-        """Wait (bounded) for a busy moment: a step running in one of our processes that ``accept``s its depth."""
-        deadline = time.monotonic() + timeout
+        """Wait (bounded) for a busy moment: a step running in one of our processes that ``accept``s its depth,
+        preferably one whose action lasts."""
+        started = time.monotonic()
         while True:
             live = [t for t in self.running() if accept(t[2])]
-            if live:
-                return self.rng.choice(live)
-            if time.monotonic() > deadline:
+            lasting = [t for t in live if t[0].action not in INSTANT]
+            if lasting or (live and time.monotonic() - started > timeout / 2):
+                return self.rng.choice(lasting or live)
+            if time.monotonic() - started > timeout:
                 return None
             time.sleep(0.05)
+
+    def aim(self, accept: Callable[[int], bool] = lambda depth: True) -> tuple[Running, str, int] | None:
+        """A target that is still in the same execution at the moment this returns (checked again in the store,
+        so the kill that follows at once strikes mid-step), seeking for at most SEEK_SECONDS."""
+        deadline = time.monotonic() + SEEK_SECONDS
+        while (left := deadline - time.monotonic()) > 0:
+            found = self.seek(accept, timeout=left)
+            if found is None:
+                return None
+            target = found[0]
+            if patient(partial(still_running, self.store, target)) and alive(target.pid):
+                return found
+        return None
 
     # ---- kill faults -------------------------------------------------------------------------------
 
     def child_sigkill(self) -> Injected:
-        found = self.seek(lambda depth: depth == 2)
+        found = self.aim(lambda depth: depth == 2)
         if found is None:
             self.strike()
             return self._made("child_sigkill", f"nothing to hit: no step ran in a pool child within {SEEK_SECONDS:g}s; "
@@ -178,13 +199,13 @@ class Injector:
                           hits=[hit] if hit else [])
 
     def worker_sigkill(self) -> Injected:
-        found = self.seek()
+        found = self.aim()
         if found is None:
             slot = self.rng.choice(self.cluster.slots)
             victims: list[tuple[Running, str, int]] = []
         else:
             slot = found[1]
-            victims = [t for t in self.running() if t[1] == slot]
+            victims = [found, *(t for t in self.running() if t[1] == slot and t[0] != found[0])]
         w = self.cluster.workers[slot]
         pids = w.pids()
         self.strike()
@@ -254,6 +275,7 @@ class Injector:
 
     def redis_refuse_writes(self) -> Injected:
         self.seek(timeout=5)
+        exposed = self.running()
         c = self.cluster.redis.client()
         before = c.config_get("maxmemory*")
         c.config_set("maxmemory-policy", "noeviction")
@@ -267,13 +289,14 @@ class Injector:
         try:
             time.sleep(REFUSE_SECONDS)  # the fault's duration
         finally:
-            c.config_set("maxmemory", before["maxmemory"])
-            c.config_set("maxmemory-policy", before["maxmemory-policy"])
+            c.config_set("maxmemory", before["maxmemory"] or "0")
+            c.config_set("maxmemory-policy", before["maxmemory-policy"] or "noeviction")
         c.set(PROBE_KEY, "accepted")
         c.close()
-        lost = [] if refused.startswith("refused") else [f"redis_refuse_writes: a write was {refused}"]
         return self._made("redis_refuse_writes", f"maxmemory 1 byte, noeviction for {REFUSE_SECONDS:g}s: writes "
-                                                 f"{refused}; restored", lost=lost)
+                                                 f"{refused}; restored",
+                          broken="" if refused.startswith("refused") else f"a write was {refused}",
+                          exposed=[f"{t.run_id}/{t.step_id}" for t, _, _ in exposed])
 
     # ---- deploys and restarts -------------------------------------------------------------------------
 

@@ -30,11 +30,12 @@ def summarize(seed: int, injected: list[Injected], reports: list[RunReport], cra
         "takeovers": sum(s.takeovers for r in reports for s in r.steps.values()),
         "duplicate_executions": sum(s.duplicates for r in reports for s in r.steps.values()),
         "side_effects_repeated": sum(len(r.repeated_effects) for r in reports),
-        "side_effects_repeated_after_partition": after_partition(injected, reports),
+        "side_effects_repeated_after_redis_stall": after_redis_stall(injected, reports),
         "lost": sum(len(f.lost) for f in injected) + sum(len(r.lost) for r in reports) + len(drift),
         "worker_crashes": crashes,
         "by_fault": [{"kind": f.kind, "at": round(f.at, 1), "detail": f.detail, "lost": f.lost,
-                      "hits": [vars(h) for h in f.hits], "evidence": f.evidence, "exposed": f.exposed}
+                      "hits": [vars(h) for h in f.hits], "evidence": f.evidence, "exposed": f.exposed,
+                      "broken": f.broken}
                      for f in injected],
         "by_run": [{"run": r.run.run_id, "shape": r.run.shape.name, "status": r.status, "verdict": r.verdict,
                     "reason": r.reason, "problems": r.problems, "lost": r.lost, "repeated": r.repeated_effects,
@@ -44,12 +45,12 @@ def summarize(seed: int, injected: list[Injected], reports: list[RunReport], cra
     }
 
 
-def after_partition(injected: list[Injected], reports: list[RunReport]) -> list[str]:
-    """Repeated side effects of steps that were running while Redis was frozen: their lease lapsed during the
-    freeze and a second execution took over while the first one, not knowing, went on."""
-    exposed = {e for f in injected for e in f.exposed}
-    return [f"{r.run.run_id}/{e}" for r in reports for e in r.repeated_effects
-            if f"{r.run.run_id}/{e.split('/', 1)[0]}" in exposed]
+def after_redis_stall(injected: list[Injected], reports: list[RunReport]) -> list[str]:
+    """Repeated side effects of steps that were running when Redis froze or refused writes (the engine gaps
+    these faults expose: a lease lapses while its execution goes on; a progress save that fails is not retried)."""
+    exposed = {e: f.kind for f in injected for e in f.exposed}
+    return [f"{r.run.run_id}/{e} ({exposed[key]})" for r in reports for e in r.repeated_effects
+            if (key := f"{r.run.run_id}/{e.split('/', 1)[0]}") in exposed]
 
 
 def failures(s: dict[str, Any]) -> list[str]:
@@ -64,13 +65,14 @@ def failures(s: dict[str, Any]) -> list[str]:
     if s["duplicate_executions"]:
         out.append(f"{s['duplicate_executions']} execution(s) of a step that had already finished")
     if s["side_effects_repeated"]:
-        partition = s["side_effects_repeated_after_partition"]
+        stall = s["side_effects_repeated_after_redis_stall"]
         out.append(f"{s['side_effects_repeated']} non-idempotent side effect(s) repeated"
-                   + (f", {len(partition)} of them by a step running during a Redis freeze (its lease lapsed and a "
-                      f"takeover ran it while the first execution went on): {partition}" if partition else ""))
+                   + (f", {len(stall)} of them by a step running when Redis froze or refused writes: {stall}"
+                      if stall else ""))
     if s["kills"] and s["kills_on_running_steps"] < HIT_TARGET * s["kills"]:
         out.append(f"only {s['kills_on_running_steps']} of {s['kills']} kill faults hit a running step "
                    f"(need {HIT_TARGET:.0%})")
+    out.extend(f"{f['kind']} at {f['at']}s did not take: {f['broken']}" for f in s["by_fault"] if f["broken"])
     unconfirmed = [e for f in s["by_fault"] for e in f["evidence"] if not e.startswith("confirmed")]
     if unconfirmed:
         out.append(f"{len(unconfirmed)} hit(s) the store does not confirm: {unconfirmed}")
