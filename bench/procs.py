@@ -105,7 +105,7 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def client(self, **kwargs: object) -> redis.Redis:
-        return redis.Redis.from_url(self.url, **kwargs)  # type: ignore[arg-type]
+        return redis.Redis.from_url(self.url, **kwargs)
 
     def start(self) -> RedisServer:
         self.dir.mkdir(parents=True, exist_ok=True)
