@@ -42,6 +42,9 @@ Redis outage and the engine's own recovery (leases, redelivery timers) takes ove
 REPLICA_TIMEOUT = 1.0
 """Default seconds a transition waits for ``min_replicas`` replicas to confirm it."""
 REPLICA_TIMEOUT_MAX = MASTER_SOCKET_TIMEOUT / 2
+BROKER_HEALTH_CHECK_SECONDS = 2
+"""kombu drops a BRPOP connection whose reply is overdue by more than its 1 s BRPOP timeout plus this, so a
+worker consuming from a frozen or partitioned master moves to the new one in about 5 s (51 s by default)."""
 PUBLISH_RETRY_POLICY = {"max_retries": 40, "interval_start": 0, "interval_step": 0.25, "interval_max": 1.0}
 """Celery publish retries over a Sentinel broker: about 35 s, through a failover."""
 
@@ -207,7 +210,8 @@ def celery_urls(url: str) -> CeleryUrls:
     each = ";".join(f"sentinel://{auth}{_netloc(host, port)}/{target.db}" for host, port in target.sentinels)
     options = {"master_name": target.service, "sentinel_kwargs": target.sentinel_kwargs()}
     broker_options = {**options, "socket_timeout": MASTER_SOCKET_TIMEOUT,
-                      "socket_connect_timeout": SENTINEL_SOCKET_TIMEOUT}
+                      "socket_connect_timeout": SENTINEL_SOCKET_TIMEOUT,
+                      "health_check_interval": BROKER_HEALTH_CHECK_SECONDS}
     return CeleryUrls(each, each, broker_options, options, PUBLISH_RETRY_POLICY)
 
 

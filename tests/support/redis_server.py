@@ -240,6 +240,12 @@ class SentinelCluster:
         self.servers[port].kill()
         return port
 
+    def freeze_master(self) -> int:
+        """SIGSTOP the current master (it keeps its sockets and answers nothing); returns its port."""
+        port = self.master_port()
+        self.servers[port].freeze()
+        return port
+
     def planned_failover(self) -> int:
         """``SENTINEL FAILOVER``: a replica is promoted and the master demoted to a replica (maintenance);
         returns the old master's port."""
