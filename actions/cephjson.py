@@ -495,6 +495,12 @@ def same_weight(a: float, b: float) -> bool:
     return math.isclose(a, b, abs_tol=2e-5)
 
 
+def weight_arg(weight: float) -> str:
+    """A CRUSH weight as a command argument, precise enough that the 16.16 fixed point CRUSH truncates it
+    to lands on the same value (``0.0038909912109375`` printed as ``0.00389099`` is stored one unit lower)."""
+    return f"{weight:.10g}"
+
+
 def next_weight(current: float, target: float, step: float) -> float:
     """One step from ``current`` towards ``target``, never past it."""
     if step <= 0:

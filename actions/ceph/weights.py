@@ -32,7 +32,7 @@ from engine.errors import ActionError
 
 def apply_weights(ctx: ActionContext, cluster: Any, weights: dict[int, float]) -> None:
     for osd, weight in sorted(weights.items()):
-        run(ctx, cluster, "osd", "crush", "reweight", f"osd.{osd}", f"{weight:g}", mutating=True)
+        run(ctx, cluster, "osd", "crush", "reweight", f"osd.{osd}", cj.weight_arg(weight), mutating=True)
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,7 @@ def test_dry_run_prints_every_command_and_request_and_touches_nothing(settled_la
         f"http POST http://127.0.0.1:{ports.alertmanager}/api/v2/silences",
         admin + "config set osd osd_max_backfills 1 -f json",
         admin + "config set osd osd_recovery_max_active 1 -f json",
-        *(admin + f"osd crush reweight osd.{o} {w:g} -f json" for o in ids for w in down),
+        *(admin + f"osd crush reweight osd.{o} {w:.10g} -f json" for o in ids for w in down),
         "put back what the run changed",
         admin + "osd out 4 5 -f json",
         f"ssh node3: {lab_osd} stop 4",
@@ -68,7 +68,7 @@ def test_dry_run_prints_every_command_and_request_and_touches_nothing(settled_la
         f"ssh node3: {lab_osd} create 4 node3",
         f"ssh node3: {lab_osd} create 5 node3",
         "wait until the new OSDs are up and in, at CRUSH weight 0: osds=osd.4, osd.5",
-        *(admin + f"osd crush reweight osd.{o} {w:g} -f json" for o in ids for w in up),
+        *(admin + f"osd crush reweight osd.{o} {w:.10g} -f json" for o in ids for w in up),
         f"http POST http://127.0.0.1:{ports.receiver_http}/hooks/chat",
     ]:
         assert line in out, f"missing from the dry-run: {line}"

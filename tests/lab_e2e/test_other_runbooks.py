@@ -117,10 +117,10 @@ def imbalanced_lab(settled_lab: Lab) -> Iterator[Lab]:
     """osd.0 at three times its CRUSH weight, restored afterwards with every reweight at 1."""
     lab = settled_lab
     weight = crush_weights(lab)[0]
-    lab.ceph("osd", "crush", "reweight", "osd.0", f"{3 * weight:g}")
+    lab.ceph("osd", "crush", "reweight", "osd.0", f"{3 * weight:.10g}")
     lab.wait_settled(timeout=300)
     yield lab
-    lab.ceph("osd", "crush", "reweight", "osd.0", f"{weight:g}")
+    lab.ceph("osd", "crush", "reweight", "osd.0", f"{weight:.10g}")
     for node in lab.ceph_json("osd", "df")["nodes"]:
         if float(node["reweight"]) not in (0.0, 1.0):
             lab.ceph("osd", "reweight", str(node["id"]), "1")

@@ -238,7 +238,7 @@ class Disturbed:
         now = crush_weights(lab)
         for osd, weight in self.weights.items():
             if osd in now and now[osd] != pytest.approx(weight, abs=1e-6):
-                lab.ceph("osd", "crush", "reweight", f"osd.{osd}", f"{weight:g}")
+                lab.ceph("osd", "crush", "reweight", f"osd.{osd}", f"{weight:.10g}")
         eventually(lambda: all(s["up"] for s in osd_states(lab).values()), "every OSD up again", timeout=120)
         lab.wait_settled(timeout=300)
         self.restored = True
