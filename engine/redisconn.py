@@ -50,7 +50,8 @@ PUBLISH_RETRY_POLICY = {"max_retries": 40, "interval_start": 0, "interval_step":
 
 
 class NotReplicated(HotswapError):
-    """A transition is on the master but fewer replicas than ``min_replicas`` confirmed it in time."""
+    """A transition was written but not confirmed: fewer replicas than ``min_replicas`` had it in time, or
+    Sentinel no longer names the server it was written to. It stands there; the caller must not act on it."""
 
 
 @dataclass(frozen=True)
