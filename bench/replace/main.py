@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,7 @@ class Report:
     params: dict[str, Any]
     reps: list[Repetition] = field(default_factory=list)
     script: list[str] = field(default_factory=list)
+    recovery_sleep: float | None = None
 
     @property
     def median_ratio(self) -> float:
@@ -58,6 +61,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--no-checks", action="store_true", help="skip the 'bare with the same checks' contender")
     ap.add_argument("--reuse", action="store_true", help="use the lab already up in $HOTSWAP_LAB_DIR, leave it up")
     ap.add_argument("--lab-dir", help="where to bring the lab up (default: a new temp dir under /tmp)")
+    ap.add_argument("--recovery-sleep", type=float, metavar="S",
+                    help="osd_recovery_sleep for the whole bench (both contenders; put back at the end): data "
+                         "movement that takes longer, as on a cluster with real disks")
     ap.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
                     help="a runbook parameter for hotswap (the bare script follows what the run did)")
     opts = ap.parse_args(argv)
@@ -80,12 +86,31 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lab up in {time.monotonic() - t:.0f}s", flush=True)
     try:
         params = dict(p.split("=", 1) for p in opts.param)
-        report = measure(lab, opts.node, opts.repeats, not opts.no_checks, params, print_progress=True)
+        with recovery_sleep(lab, opts.recovery_sleep):
+            report = measure(lab, opts.node, opts.repeats, not opts.no_checks, params, print_progress=True)
+        report.recovery_sleep = opts.recovery_sleep
     finally:
         if not opts.reuse:
             lab.down()
     print_report(report)
     return 0 if report.met else 1
+
+
+@contextlib.contextmanager
+def recovery_sleep(lab: Lab, seconds: float | None) -> Iterator[None]:
+    if seconds is None:
+        yield
+        return
+    previous = next((e["value"] for e in lab.ceph_json("config", "dump")
+                     if e["section"] == "osd" and e["name"] == "osd_recovery_sleep"), None)
+    lab.ceph("config", "set", "osd", "osd_recovery_sleep", f"{seconds:g}")
+    try:
+        yield
+    finally:
+        if previous is None:
+            lab.ceph("config", "rm", "osd", "osd_recovery_sleep")
+        else:
+            lab.ceph("config", "set", "osd", "osd_recovery_sleep", previous)
 
 
 def measure(lab: Lab, node: str, repeats: int, checks: bool, extra: dict[str, str] | None = None,
@@ -193,7 +218,8 @@ def print_report(report: Report) -> None:
     for cells in rows:
         print("| " + " | ".join(cells) + " |")
     shown = " ".join(f"-p {k}={v}" for k, v in report.params.items())
-    print(f"\nreplace-node {shown}; {len(reps)} repetition(s), alternating; load average "
+    sleep = f"; osd_recovery_sleep {report.recovery_sleep:g}" if report.recovery_sleep is not None else ""
+    print(f"\nreplace-node {shown}{sleep}; {len(reps)} repetition(s), alternating; load average "
           f"{os.getloadavg()[0]:.1f}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     verdict = "met" if report.met else "NOT met"
     print(f"target: hotswap within {TARGET:g}x of the bare sequence (median of the ratios): {verdict} "

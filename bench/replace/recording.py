@@ -202,7 +202,7 @@ def read_run(store: Any, run_id: str, started: float, hosts: Iterable[str], ceph
             cmds = _commands(inside, known)
             mutating = [not is_read_only(_argv(line), ceph_prefix) for _, _, line, _ in cmds]
             pure_poll = ended == "waiting" and not any(mutating)
-            ends = [c[0] for c in cmds[1:]] + [stop]
+            ends = [t for t, *_ in cmds[1:]] + [stop] if cmds else []
             rec.commands.extend(Command(t, step, host, line, m, pure_poll, code, end - t)
                                 for (t, host, line, code), m, end in zip(cmds, mutating, ends, strict=True))
     rec.commands.sort(key=lambda c: c.t)

@@ -4,11 +4,17 @@ the bare script built from it (pure parts; tests/lab_e2e/test_bench_replace.py r
 from __future__ import annotations
 
 import shlex
+import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import redis
 
 from bench.replace.bare import Run, Wait, script_from
-from bench.replace.recording import Command, Interval, Recording, is_read_only, split_time
+from bench.replace.recording import Command, Interval, Recording, is_read_only, read_run, split_time
+from engine.store import Store
+from tests.support.redis_server import RedisServer
 
 CEPH = ["ceph", "--connect-timeout", "10"]
 
@@ -63,3 +69,55 @@ def test_bare_script_keeps_the_mutations_and_waits_where_hotswap_waited() -> Non
         "ceph status", "ceph osd crush reweight osd.4 0.5", "ceph osd crush reweight osd.5 0.5", "ceph status",
         "ceph osd crush reweight osd.4 0"]
     assert checked[3] == Wait(10)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    server = RedisServer(tmp_path / "redis", appendonly=False).start()
+    client = redis.Redis.from_url(server.url)
+    try:
+        yield Store(client)
+    finally:
+        client.close()
+        server.stop()
+
+
+def test_a_run_is_read_back_from_its_events_and_step_logs(store: Store) -> None:
+    """The events and log lines as the engine writes them (type=step status=running/waiting/...)."""
+    run, ceph = "r1", "ceph --connect-timeout 10"
+    started = time.time()
+
+    def step(name: str, status: str, **extra: object) -> None:
+        store.event(run, type="step", step=name, status=status, **extra)
+
+    step("drain", "running", kind="running")
+    store.log(run, "drain", "info", f"admin$ {ceph} status -f json")
+    store.log(run, "drain", "info", 'admin: {"health": {}}')
+    store.log(run, "drain", "info", f"admin$ {ceph} osd crush reweight osd.4 0.5 -f json")
+    step("drain", "waiting", kind="poll", wake_at=time.time() + 3, reason="stats lag")
+    step("drain", "running", kind="running")
+    store.log(run, "drain", "info", f"admin$ {ceph} pg stat -f json")
+    step("drain", "waiting", kind="poll", wake_at=time.time() + 10, reason="not calm")
+    step("drain", "running", kind="running")
+    store.log(run, "drain", "info", f"admin$ {ceph} pg stat -f json")
+    step("drain", "succeeded")
+    step("stop", "running", kind="running")
+    store.log(run, "stop", "info", "node3$ /lab/bin/lab-osd stop 4")
+    store.log(run, "stop", "warning", "node3: exited 2 after 0.5s")
+    step("stop", "succeeded")
+    store.event(run, type="run", status="succeeded")
+
+    rec = read_run(store, run, started, ["admin", "node3"], CEPH)
+    assert rec.status == "succeeded"
+    shown = [(c.step, c.line.split(" 10 ")[-1], c.mutating, c.poll, c.exit_code) for c in rec.commands]
+    assert shown == [
+        ("drain", "status -f json", False, False, 0),
+        ("drain", "osd crush reweight osd.4 0.5 -f json", True, False, 0),
+        ("drain", "pg stat -f json", False, True, 0),  # an invocation that only looked and parked
+        ("drain", "pg stat -f json", False, False, 0),  # the last one ended the step
+        ("stop", "/lab/bin/lab-osd stop 4", True, False, 2),
+    ]
+    assert [round(wake - at) for at, wake, _ in rec.parks] == [3, 10]
+    assert sum(rec.breakdown().values()) == pytest.approx(rec.wall)
+    assert [r["step"] for r in rec.per_step()] == ["drain", "stop"]
+    assert [(r["reads"], r["mutations"]) for r in rec.per_step()] == [(3, 1), (0, 1)]
