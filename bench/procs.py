@@ -22,6 +22,7 @@ from pathlib import Path
 
 import redis
 
+from engine.config import redis_client
 from engine.embedded import redis_server_binary
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -233,7 +234,7 @@ class Worker(_Group):
         from engine.celery_app import NOOP_TASK, make_app
 
         app = make_app(self.redis_url)
-        r = redis.Redis.from_url(self.redis_url)
+        r = redis_client(self.redis_url)
         key = f"bench:ready:{self.name}:{time.monotonic_ns()}"
         app.tasks[NOOP_TASK].apply_async(args=[key], queue=self.queue)
 

@@ -7,9 +7,8 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-import redis
-
 from bench.procs import ROOT, HotswapWorker, descendants
+from engine.config import redis_client
 
 Worker = HotswapWorker
 __all__ = ["ROOT", "Worker", "descendants", "flush", "wait_for"]
@@ -29,4 +28,4 @@ def wait_for(predicate: Callable[[], T], timeout: float = 30, interval: float = 
 
 
 def flush(url: str) -> None:
-    redis.Redis.from_url(url).flushdb()
+    redis_client(url).flushdb()
