@@ -253,7 +253,11 @@ def run_worker(app: Celery, *, concurrency: int = 2, queues: str = f"{QUICK_QUEU
         ticker.stop.set()
 
     def warm(**_: Any) -> None:
-        runtime(app)  # each pool child builds its store, registry and toolkits now, not on its first step
+        """Each pool child builds its store, registry and toolkits now, not on its first step."""
+        try:
+            runtime(app)
+        except Exception:  # a child that dies here is forked again at once, in a loop: let its first step fail
+            log.exception("could not prepare this worker process; its first step will try again")
 
     signals.worker_process_init.connect(warm, weak=False)
     signals.worker_ready.connect(start, weak=False)
