@@ -53,6 +53,7 @@ class Options:
     kinds: list[str]
     keep: bool
     json_out: Path | None
+    deploy_env: dict[str, str]
 
 
 def parse(argv: list[str] | None) -> Options:
@@ -67,6 +68,9 @@ def parse(argv: list[str] | None) -> Options:
     p.add_argument("--kinds", default=",".join(FAULTS), help="fault kinds to draw from, comma-separated (default: all)")
     p.add_argument("--keep", action="store_true", help="keep the work directory (kept anyway when something is wrong)")
     p.add_argument("--json", type=Path, dest="json_out", help="also write the results as JSON here")
+    p.add_argument("--deploy-env", action="append", default=[], metavar="NAME=VALUE",
+                   help="environment of the workers a rolling_deploy starts (a new version: e.g. "
+                        "HOTSWAP_ACTION_MODULES=... with a changed action); default: the same code")
     a = p.parse_args(argv)
     kinds = [k.strip() for k in a.kinds.split(",") if k.strip()]
     if not kinds or set(kinds) - set(FAULTS):
@@ -74,7 +78,10 @@ def parse(argv: list[str] | None) -> Options:
     seed = a.seed if a.seed is not None else int(time.time() * 1000) % 1_000_000
     faults = a.faults if a.faults is not None else max(len(kinds), a.runs)
     window = a.launch_window if a.launch_window is not None else max(6.0, 3.0 * a.runs)
-    return Options(a.runs, faults, seed, window, a.settle, a.workers, kinds, a.keep, a.json_out)
+    if any("=" not in e for e in a.deploy_env):
+        p.error("--deploy-env: give NAME=VALUE")
+    deploy_env = dict(e.split("=", 1) for e in a.deploy_env)
+    return Options(a.runs, faults, seed, window, a.settle, a.workers, kinds, a.keep, a.json_out, deploy_env)
 
 
 def schedule(opts: Options, rng: random.Random) -> list[tuple[float, str, str]]:
@@ -97,7 +104,7 @@ class Batch:
     def __init__(self, opts: Options, work: Path) -> None:
         self.opts, self.work = opts, work
         self.rng = random.Random(opts.seed)
-        self.cluster = Cluster(work, opts.workers)
+        self.cluster = Cluster(work, opts.workers, deploy=lambda slot: opts.deploy_env)
         self.runs: list[Launched] = []
         self.injected: list[Injected] = []
         self.crashes: list[str] = []
@@ -149,7 +156,8 @@ class Batch:
         print(f"  {done.at:6.1f}s  {kind:<19} {done.detail}" + (f"  LOST: {done.lost}" if done.lost else ""),
               flush=True)
 
-    def drive(self) -> None:
+    def drive(self) -> Store:
+        """Launch and inject as scheduled, wait for the runs to end; return the store (for the audit)."""
         rt = runtime(make_app(self.cluster.redis.url))
         service = Service(rt.store, default_registry(), rt.publish)
         injector = Injector(self.cluster, rt, self.rng, self.runs)
@@ -167,6 +175,7 @@ class Batch:
             elif self.runs:
                 self.fault(name, injector, rt.store)
         self.settle(rt.store)
+        return rt.store
 
     def settle(self, store: Store) -> None:
         """Wait until every run has ended and none of its steps is still running (bounded by --settle)."""
@@ -194,8 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         batch.cluster.start()
-        batch.drive()
-        store = runtime(make_app(batch.cluster.redis.url)).store
+        store = batch.drive()
         indexed = {str(r["id"]) for r in store.list_runs(limit=100_000)}
         reports = [audit_run(store, run, indexed) for run in batch.runs]
         broker = broker_messages(store)
