@@ -95,6 +95,21 @@ def registry_with(*funcs: Any) -> ActionRegistry:
     return ActionRegistry([*default_registry(), *(spec_of(f) for f in funcs)])
 
 
+def failing_with_cleanup(action: str, args: str) -> str:
+    """A run whose only step fails, with one cleanup step ``action`` taking ``args``."""
+    return f"""
+name: fails-then-cleans-up
+steps:
+  - id: boom
+    action: core.fail
+    with: {{message: planned failure}}
+cleanup:
+  - id: tidy
+    action: {action}
+    with: {args}
+"""
+
+
 def runbook(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "rb.yaml"
     path.write_text(text)
@@ -195,17 +210,7 @@ cleanup:
 def test_status_lists_cleanup_steps_with_their_outcome(new_store: StoreFactory, tmp_path: Path) -> None:
     store = new_store("t-status:")
     driver = Driver(store, default_registry())
-    run = driver.launch(runbook(tmp_path, """
-name: shows-cleanup
-steps:
-  - id: boom
-    action: core.fail
-    with: {message: planned failure}
-cleanup:
-  - id: tidy
-    action: core.echo
-    with: {message: tidy up}
-"""))
+    run = driver.launch(runbook(tmp_path, failing_with_cleanup("core.echo", "{message: tidy up}")))
     driver.drain()
     status = driver.service.status(run)
     assert [s["id"] for s in status["steps"]] == ["boom"]
@@ -336,17 +341,7 @@ def test_following_a_failed_run_ends_only_after_its_cleanup(new_store: StoreFact
 
     store = new_store("t-follow:")
     driver = Driver(store, default_registry())
-    run = driver.launch(runbook(tmp_path, """
-name: follow-cleanup
-steps:
-  - id: boom
-    action: core.fail
-    with: {message: planned failure}
-cleanup:
-  - id: tidy
-    action: core.sleep
-    with: {seconds: 1}
-"""))
+    run = driver.launch(runbook(tmp_path, failing_with_cleanup("core.sleep", "{seconds: 1}")))
     seen: list[str] = []
     views: list[Any] = []
     follower = threading.Thread(target=lambda: views.append(
