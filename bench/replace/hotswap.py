@@ -34,6 +34,7 @@ class Hotswap:
         started = time.time()
         run_id = self.service.launch(self.runbook, params, Identity("bench", "cli"))
         after, status, deadline = "0-0", None, time.monotonic() + timeout
+        approvers: dict[str, str] = {}
         while status is None:
             if time.monotonic() > deadline:
                 self.store.cancel(run_id, "bench")
@@ -41,8 +42,13 @@ class Hotswap:
             for event_id, ev in self.store.events(run_id, after=after, block_ms=1000):
                 after = event_id
                 if ev.get("type") == "approval_requested":
-                    approver = (ev.get("approvers") or "bench").split(",")[0]
-                    self.service.approve(run_id, ev["step"], Identity(approver, "cli"), comment="bench: at once")
+                    approvers[ev["step"]] = (ev.get("approvers") or "bench").split(",")[0]
+                elif ev.get("type") == "step" and ev.get("status") == "waiting" and ev.get("kind") == "approval":
+                    # Only once the gate has parked: Service.approve wakes a step only when it is already
+                    # waiting, so a decision recorded while the gate is still running stays unseen for its
+                    # whole approval timeout (measured: the run sat at the gate until cancelled).
+                    who = Identity(approvers.get(ev["step"], "bench"), "cli")
+                    self.service.approve(run_id, ev["step"], who, comment="bench: at once")
                 elif ev.get("type") == "run" and ev.get("status") in TERMINAL:
                     status = ev["status"]
         if status != "succeeded":
