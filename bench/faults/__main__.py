@@ -120,7 +120,7 @@ class Batch:
     def watch(self, store: Store) -> None:
         for why in self.cluster.revive():
             self.crashes.append(f"{self.now():.1f}s {why}")
-            print(f"  {self.now():6.1f}s  UNPLANNED worker exit: {why}; restarted", flush=True)
+            print(f"  {self.now():6.1f}s  UNPLANNED: {why}", flush=True)
         if time.monotonic() - self._last_at >= SNAPSHOT_EVERY:
             self.observe(store, "between faults", self.drift)
 
@@ -170,7 +170,7 @@ class Batch:
             self.watch(rt.store)
             if what == "launch":
                 self.launch(BY_NAME[name], service, rt.store)
-            elif name in KILL_FAULTS and not injector.running() and (later := next_launch(events)) is not None:
+            elif name in KILL_FAULTS and (later := next_launch(events)) is not None and injector.seek(timeout=3) is None:
                 events.insert(later + 1, (events[later][0], what, name))  # nothing runs now: strike after it
             elif self.runs:
                 self.fault(name, injector, rt.store)

@@ -87,8 +87,8 @@ class StepReport:
     takeovers: int = 0
     duplicates: int = 0
     """Executions that started after the step had finished, or a second recorded outcome."""
-    attempts: list[int] = field(default_factory=list)
-    """The attempt of every execution that started (from the 'running' events)."""
+    starts: list[tuple[int, float]] = field(default_factory=list)
+    """(attempt, wall time) of every execution that started (from the 'running' events)."""
 
     @property
     def reexecuted(self) -> bool:
@@ -131,7 +131,7 @@ def step_histories(events: list[dict[str, str]]) -> dict[str, StepReport]:
         rep = reports.setdefault(sid, StepReport())
         previous = state.get(sid, "")
         if status == "running":
-            rep.attempts.append(int(ev.get("attempt") or 0))
+            rep.starts.append((int(ev.get("attempt") or 0), float(ev.get("t") or 0)))
             if ev.get("kind") == "takeover":
                 rep.takeovers += 1
             if previous in TERMINAL_STEP:
@@ -230,13 +230,18 @@ def hit_evidence(fault: Injected, reports: dict[str, RunReport]) -> list[str]:
         rep = reports.get(hit.run_id)
         step = rep.steps.get(hit.step_id) if rep else None
         status, error = rep.final.get(hit.step_id, ("?", "")) if rep else ("?", "")
-        later = [a for a in (step.attempts if step else []) if a > hit.attempt]
+        later = [(a, t) for a, t in (step.starts if step else []) if a > hit.attempt]
         if later:
-            out.append(f"confirmed: {hit.run_id}/{hit.step_id} ran again as attempt {later[0]} and ended {status}")
+            after = ""
+            if fault.wall and later[0][1]:
+                fault.recovered.append(later[0][1] - fault.wall)
+                after = f" {later[0][1] - fault.wall:.1f}s after the kill"
+            out.append(f"confirmed: {hit.run_id}/{hit.step_id} ran again as attempt {later[0][0]}{after} and "
+                       f"ended {status}")
         elif status in TERMINAL_STEP and "worker was lost" in error:
             out.append(f"confirmed: {hit.run_id}/{hit.step_id} ended {status}: {error}")
         else:
-            out.append(f"UNCONFIRMED: {hit.run_id}/{hit.step_id} attempts {step.attempts if step else []}, "
+            out.append(f"UNCONFIRMED: {hit.run_id}/{hit.step_id} attempts {[a for a, _ in step.starts] if step else []}, "
                        f"ended {status} {error!r}")
     return out
 

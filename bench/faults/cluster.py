@@ -39,6 +39,7 @@ class Cluster:
         self.workers: dict[str, HotswapWorker] = {}
         self.incarnations: Counter[str] = Counter()
         self.deploy = deploy
+        self._log_seen: dict[str, int] = {}
 
     def start(self) -> None:
         self.redis.start()
@@ -60,14 +61,26 @@ class Cluster:
         return None
 
     def revive(self) -> list[str]:
-        """Restart, as a supervisor of the supervisor would, any worker that exited without being told to."""
+        """Restart, as a supervisor of the supervisor would, any worker that exited without being told to; and
+        say when a Celery worker logged an unrecoverable error (it then shuts down, and may hang doing so:
+        that worker serves nothing until it is restarted)."""
         died: list[str] = []
         for slot, w in list(self.workers.items()):
+            died.extend(f"{w.name} logged: {line}" for line in self._new_critical(w))
             if w.proc is not None and w.proc.poll() is not None:
                 died.append(f"{w.name} exited with {w.proc.returncode}: {last_critical(w.log)}")
                 w.kill()
                 self.start_worker(slot)
         return died
+
+    def _new_critical(self, w: HotswapWorker) -> list[str]:
+        if not w.log.exists():
+            return []
+        with open(w.log, "rb") as f:
+            f.seek(self._log_seen.get(w.name, 0))
+            text = f.read()
+            self._log_seen[w.name] = f.tell()
+        return [ln.split("] ", 1)[-1] for ln in text.decode(errors="replace").splitlines() if "CRITICAL" in ln]
 
     def stop(self) -> None:
         for w in self.workers.values():

@@ -87,6 +87,10 @@ class Injected:
     """'run/step' of the steps that were running when Redis froze or began refusing writes."""
     broken: str = ""
     """Why the fault did not take (it must have: the batch fails)."""
+    wall: float = 0.0
+    """time.time() when it struck (events carry wall-clock times)."""
+    recovered: list[float] = field(default_factory=list)
+    """Filled by the audit: seconds from the kill until each hit step was running again."""
 
     @property
     def kill(self) -> bool:
@@ -127,16 +131,18 @@ class Injector:
         self.cluster, self.rt, self.store, self.rng, self.runs = cluster, rt, rt.store, rng, runs
         self.applied = time.monotonic()
         """When the last fault actually struck (after choosing its target)."""
+        self.applied_wall = time.time()
 
     def strike(self) -> None:
         self.applied = time.monotonic()
+        self.applied_wall = time.time()
 
     def inject(self, kind: str) -> Injected:
         handler: Callable[[], Injected] = getattr(self, kind)
         return handler()
 
     def _made(self, kind: str, detail: str, **kw: Any) -> Injected:
-        return Injected(kind, self.applied, detail, **kw)
+        return Injected(kind, self.applied, detail, wall=self.applied_wall, **kw)
 
     # ---- finding what runs where ----------------------------------------------------------------
 

@@ -20,6 +20,7 @@ def summarize(seed: int, injected: list[Injected], reports: list[RunReport], cra
         "kills": len(kills),
         "kills_on_running_steps": len(hit),
         "kill_hit_ratio": round(len(hit) / len(kills), 3) if kills else None,
+        "kill_recovery_seconds": sorted(round(x, 1) for f in kills for x in f.recovered),
         "runs": len(reports),
         "completed": verdicts["ok"],
         "failed_correctly": verdicts["failed_ok"],
@@ -83,7 +84,7 @@ def table(s: dict[str, Any]) -> str:
     hits = Counter(f["kind"] for f in s["by_fault"] if f["hits"])
     lines = ["| fault | injected | hit a running step |", "|---|---:|---:|"]
     lines += [f"| {kind} | {n} | {hits[kind] if kind in KILL_FAULTS else 'n/a'} |" for kind, n in s["faults"].items()]
-    lines += [f"| *(not injected)* worker exited by itself, restarted | {len(s['worker_crashes'])} | n/a |"]
+    lines += [f"| *(not injected)* a worker hit an unrecoverable error or exited by itself | {len(s['worker_crashes'])} | n/a |"]
     ratio = "n/a" if s["kill_hit_ratio"] is None else f"{s['kill_hit_ratio']:.0%}"
     lines += ["", "| runs | completed ok | failed with correct reason | failed wrongly | stuck "
               "| steps executed >1 (safe) | executed again after finishing | side effects repeated "
@@ -93,4 +94,7 @@ def table(s: dict[str, Any]) -> str:
               f"| {s['steps_reexecuted']} ({s['steps_reexecuted_safe']}) | {s['duplicate_executions']} "
               f"| {s['side_effects_repeated']} | {s['lost']} "
               f"| {s['kills_on_running_steps']}/{s['kills']} ({ratio}) |"]
+    if rec := s["kill_recovery_seconds"]:
+        lines += ["", f"A step hit by a kill was running again after {rec[len(rec) // 2]:.1f} s (median; "
+                      f"{rec[0]:.1f} to {rec[-1]:.1f} s over {len(rec)} steps)."]
     return "\n".join(lines)
