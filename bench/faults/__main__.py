@@ -31,7 +31,7 @@ from bench.faults.audit import (  # noqa: E402
     snapshot,
 )
 from bench.faults.cluster import Cluster, patient  # noqa: E402
-from bench.faults.kinds import FAULTS, KILL_FAULTS, Injected, Injector  # noqa: E402
+from bench.faults.kinds import FAULTS, SEEKING, Injected, Injector  # noqa: E402
 from bench.faults.report import failures, summarize, table  # noqa: E402
 from bench.faults.shapes import BY_NAME, EFFECT_DIRS, SHAPES, TERMINAL_RUN, Launched, Shape  # noqa: E402
 from engine.celery_app import make_app, runtime  # noqa: E402
@@ -170,7 +170,7 @@ class Batch:
             self.watch(rt.store)
             if what == "launch":
                 self.launch(BY_NAME[name], service, rt.store)
-            elif name in KILL_FAULTS and (later := next_launch(events)) is not None and injector.seek(timeout=3) is None:
+            elif name in SEEKING and (later := next_launch(events)) is not None and injector.seek(timeout=3) is None:
                 events.insert(later + 1, (events[later][0], what, name))  # nothing runs now: strike after it
             elif self.runs:
                 self.fault(name, injector, rt.store)

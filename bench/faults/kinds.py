@@ -45,6 +45,8 @@ FAULTS = ("worker_sigkill", "child_sigkill", "redis_sigkill", "redis_freeze", "r
           "rolling_deploy", "workers_restart", "cli_kill", "duplicate_delivery")
 KILL_FAULTS = ("worker_sigkill", "child_sigkill")
 """Faults that must hit a running step (at least HIT_TARGET of them)."""
+SEEKING = (*KILL_FAULTS, "redis_freeze", "redis_refuse_writes", "rolling_deploy")
+"""Faults that mean most while steps run: with nothing running, the batch holds them until after the next launch."""
 HIT_TARGET = 0.8
 SEEK_SECONDS = 15.0
 """How long a fault waits for a step to be running before it strikes anyway (or reports nothing to hit)."""
@@ -211,7 +213,8 @@ class Injector:
             victims: list[tuple[Running, str, int]] = []
         else:
             slot = found[1]
-            victims = [found, *(t for t in self.running() if t[1] == slot and t[0] != found[0])]
+            key = (found[0].run_id, found[0].step_id)
+            victims = [found, *(t for t in self.running() if t[1] == slot and (t[0].run_id, t[0].step_id) != key)]
         w = self.cluster.workers[slot]
         pids = w.pids()
         self.strike()
