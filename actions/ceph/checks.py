@@ -6,9 +6,11 @@ from typing import Any
 
 from actions.base import ActionContext, action
 from actions.ceph.common import (
+    DEFAULT_OUTAGE_GRACE,
     ok_to_stop_verdict,
     refuse,
     require_known,
+    ride_out,
     safe_to_destroy_verdict,
 )
 
@@ -32,19 +34,22 @@ def ok_to_stop(ctx: ActionContext, *, cluster: str, osds: list[int]) -> dict[str
     }
 
 
-
-
 @action("ceph.safe_to_destroy", polling=True)
 def safe_to_destroy(
-    ctx: ActionContext, *, cluster: str, osds: list[int], wait: bool = False, interval: float = 10.0
+    ctx: ActionContext, *, cluster: str, osds: list[int], wait: bool = False, interval: float = 10.0,
+    outage_grace: float = DEFAULT_OUTAGE_GRACE,
 ) -> dict[str, Any]:
     """Check that no data would be lost by destroying ``osds`` (``ceph osd safe-to-destroy``; its JSON
     is read, since it exits 0 even when unsafe). Fails with the reasons when not safe; with
     ``wait: true`` polls every ``interval`` seconds until safe instead (bound it with ``timeout:``).
-    Ids are checked to exist first: safe-to-destroy says yes to unknown ids."""
+    Ids are checked to exist first: safe-to-destroy says yes to unknown ids. While waiting, a cluster
+    that does not answer is waited for up to ``outage_grace`` seconds."""
     c = ctx.inventory.cluster(cluster)
     require_known(ctx, c, osds)
-    result = safe_to_destroy_verdict(ctx, c, osds)
+    if wait:
+        result = ride_out(ctx, lambda: safe_to_destroy_verdict(ctx, c, osds), grace=outage_grace, interval=interval)
+    else:
+        result = safe_to_destroy_verdict(ctx, c, osds)
     unsafe = result.unsafe(osds)
     if unsafe:
         if wait and not ctx.dry_run:

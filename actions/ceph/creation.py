@@ -76,7 +76,7 @@ def add_node(
             raise ActionError(f"{len(ids)} OSD id(s) for {len(devs)} device(s): give one id per device")
         memory["ids"], memory["devices"] = ids, devs
     ids = list(memory["ids"])
-    _create_osds(ctx, c, h.name, ids, list(memory["devices"]))
+    create_osds(ctx, c, h.name, ids, list(memory["devices"]))
     if ctx.dry_run:
         ctx.would("wait until the new OSDs are up and in, at CRUSH weight 0", osds=cj.names(ids))
         if restore_initial_weight:
@@ -88,7 +88,7 @@ def add_node(
                             gentle=gentle)
         return {**plan, "created": list(memory["created"])}
     if "zero_verified" not in memory:
-        ride_out(ctx, lambda: _wait_up_and_in(ctx, c, h.name, ids, boot_timeout, interval),
+        ride_out(ctx, lambda: wait_up_and_in(ctx, c, h.name, ids, boot_timeout, interval),
                  grace=outage_grace, interval=interval)
         _place_in_crush(ctx, c, h.name, ids)
         _verify_zero(ctx, c, ids, interval)
@@ -116,7 +116,7 @@ def _targets(ctx: ActionContext, cluster: Any, ids: list[int]) -> dict[str, floa
     return sizes
 
 
-def _create_osds(ctx: ActionContext, cluster: Any, host: str, ids: list[int], devices: list[str]) -> None:
+def create_osds(ctx: ActionContext, cluster: Any, host: str, ids: list[int], devices: list[str]) -> None:
     created: list[int] = ctx.memory.setdefault("created", [])
     if all(o in created for o in ids):
         return
@@ -149,7 +149,7 @@ def _create_osds(ctx: ActionContext, cluster: Any, host: str, ids: list[int], de
     ctx.memory["created_at"] = now()
 
 
-def _wait_up_and_in(
+def wait_up_and_in(
     ctx: ActionContext, cluster: Any, host: str, ids: list[int], boot_timeout: float, interval: float
 ) -> None:
     dump = osd_dump(ctx, cluster)

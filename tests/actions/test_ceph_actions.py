@@ -193,7 +193,7 @@ def test_every_action_is_documented_and_destructive_ones_are_flagged() -> None:
     assert {s.name for s in registry if s.destructive} == {"ceph.destroy_osds", "ceph.purge_osds", "ceph.remove_host"}
     assert {s.name for s in registry if s.polling} == {
         "ceph.reweight", "ceph.wait_healthy", "ceph.add_node", "ceph.safe_to_destroy", "ceph.stop_osds",
-        "ceph.rebalance_step",
+        "ceph.rebalance_step", "ceph.prepare_spare",
     }
 
 
