@@ -21,6 +21,7 @@ from actions.ceph.preflight import preflight, projected_utilization
 from actions.ceph.read import health, osds_of, status, utilization
 from actions.ceph.rebalance import rebalance_choice, rebalance_step
 from actions.ceph.removal import destroy_osds, out, purge_osds, remove_host, stop_osds
+from actions.ceph.swap import prepare_spare, swap_bucket
 from actions.ceph.throttle import hold_new_osds_at_zero, restore_config, throttle_recovery
 from actions.ceph.weights import reweight
 
@@ -40,6 +41,7 @@ __all__ = [
     "osds_of",
     "out",
     "preflight",
+    "prepare_spare",
     "projected_utilization",
     "purge_osds",
     "rebalance_choice",
@@ -52,6 +54,7 @@ __all__ = [
     "set_host_flags",
     "status",
     "stop_osds",
+    "swap_bucket",
     "throttle_recovery",
     "unset_flags",
     "unset_host_flags",

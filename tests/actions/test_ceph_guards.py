@@ -238,3 +238,43 @@ def test_an_answer_ends_the_outage_and_a_real_error_is_not_ridden_out() -> None:
     replay.answer(("status",), Reply(rc=22, stderr="Error EINVAL: invalid command"))
     with pytest.raises(CommandFailed, match="EINVAL"):
         ceph.wait_healthy(context(replay, {"started_at": 0.0}), cluster="lab")
+
+
+# -- the spare host swap ----------------------------------------------------------------------------
+
+
+def tree_with_orphan_spare(weight: float = 1.0) -> dict[str, Any]:
+    """The healthy 3-host tree plus host bucket node4 outside the root holding osd.6 (as prepare_spare
+    leaves it; ``osd tree`` lists an orphan bucket as a top-level node)."""
+    tree: dict[str, Any] = copy.deepcopy(doc("healthy_osd_tree.json"))
+    tree["nodes"].append({"id": -9, "name": "node4", "type": "host", "type_id": 1, "children": [6]})
+    tree["nodes"].append({"id": 6, "name": "osd.6", "type": "osd", "type_id": 0, "crush_weight": weight,
+                          "depth": 1, "status": "up", "reweight": 1, "device_class": "hdd"})
+    return tree
+
+
+def test_swap_bucket_swaps_an_orphan_spare_into_the_old_hosts_place_once() -> None:
+    replay = Replay()
+    before = tree_with_orphan_spare()
+    after = copy.deepcopy(before)  # swap-bucket swaps items, weights and names
+    names = {n["id"]: n for n in after["nodes"]}
+    names[-2]["name"], names[-9]["name"] = "node4", "node1"
+    replay.docs[("osd", "tree")] = before
+    swap = ("osd", "crush", "swap-bucket", "node4", "node1", "--yes-i-really-mean-it")
+    replay.after[swap] = lambda: replay.docs.update({("osd", "tree"): after})
+    result = ceph.swap_bucket(context(replay), cluster="lab", new_host="node4", old_host="node1")
+    assert replay.mutations() == [swap]
+    assert result["swapped"] and result["old_osds"] == [0, 1] and result["new_osds"] == [6]
+    again = ceph.swap_bucket(context(replay), cluster="lab", new_host="node4", old_host="node1")
+    assert again["already"] and replay.mutations() == [swap]
+
+
+def test_swap_bucket_refuses_a_spare_without_weight_or_already_in_the_root() -> None:
+    replay = Replay()
+    replay.docs[("osd", "tree")] = tree_with_orphan_spare(weight=0.0)
+    with pytest.raises(SafetyCheckFailed, match="holds no weighted OSD"):
+        ceph.swap_bucket(context(replay), cluster="lab", new_host="node4", old_host="node1")
+    replay = Replay()
+    with pytest.raises(SafetyCheckFailed, match="already under 'default'"):
+        ceph.swap_bucket(context(replay), cluster="lab", new_host="node2", old_host="node1")
+    assert replay.mutations() == []
