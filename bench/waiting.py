@@ -135,8 +135,17 @@ def park(client: Client, path: Path, step: str, n: int, progress: str) -> list[s
 
 
 def cancel(client: Client, runs: list[str]) -> None:
+    """Cancel the parked runs and wait until the worker has consumed their messages still in the queues, so
+    the next phase does not measure the leftovers of this one."""
+    from engine.celery_app import POLL_QUEUE, QUICK_QUEUE
+
     for run in runs:
         client.store.cancel(run, "bench")
+    deadline = time.monotonic() + 600
+    while client.store.r.llen(POLL_QUEUE) + client.store.r.llen(QUICK_QUEUE):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the worker did not consume the cancelled runs' messages in 600s")
+        time.sleep(0.2)
 
 
 def percentile(values: list[float], q: float) -> float:

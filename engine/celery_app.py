@@ -61,7 +61,10 @@ def make_app(redis_url: str, replication: Replication | None = None) -> Celery:
         result_expires=86400,
         task_serializer="json",
         accept_content=["json"],
-        broker_transport_options={"visibility_timeout": BROKER_VISIBILITY_TIMEOUT, **urls.broker_options},
+        # "sorted": a worker always takes from "hotswap" before "hotswap.poll" (instead of taking turns), so
+        # released steps never queue behind polls, however many polls are due
+        broker_transport_options={"visibility_timeout": BROKER_VISIBILITY_TIMEOUT, "queue_order_strategy": "sorted",
+                                  **urls.broker_options},
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         worker_max_tasks_per_child=10_000,
