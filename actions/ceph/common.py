@@ -17,8 +17,13 @@ from actions.base import ActionContext, NotYet
 from actions.ssh import CommandResult
 from engine.errors import ActionError, CommandFailed, CommandTimeout, ConnectionFailed, SafetyCheckFailed
 
-CEPH_TIMEOUT = 120.0
-"""Outer limit of one ceph CLI call (the inventory's prefix should carry ``--connect-timeout`` too)."""
+CEPH_TIMEOUT = 60.0
+"""Outer limit of one ceph CLI call. ``--connect-timeout`` in the inventory's prefix bounds only the
+connection: a client connected to a mon that then loses quorum waits forever (seen on the lab: a
+``crush reweight`` hung until this limit killed it)."""
+CEPH_READ_TIMEOUT = 30.0
+"""Outer limit of a read-only call: a status read takes well under a second, and a wait riding out an
+outage should learn of it in seconds, not minutes."""
 
 CREATE_TIMEOUT = 900.0
 DEFAULT_MGR_STATS_PERIOD = 5.0
@@ -54,12 +59,13 @@ def run(
     *args: str,
     mutating: bool,
     check: bool = True,
-    timeout: float | None = CEPH_TIMEOUT,
+    timeout: float | None = None,
 ) -> CommandResult:
-    """Run ``ceph ARGS -f json`` on the cluster's admin host."""
+    """Run ``ceph ARGS -f json`` on the cluster's admin host (default limit: 30 s to read, 60 s to change)."""
     argv = [*cluster.ceph, *args, "-f", "json"]
+    limit = timeout if timeout is not None else (CEPH_TIMEOUT if mutating else CEPH_READ_TIMEOUT)
     result: CommandResult = ctx.ssh.run(
-        cluster.admin_host, argv, timeout=timeout, check=check, mutating=mutating
+        cluster.admin_host, argv, timeout=limit, check=check, mutating=mutating
     )
     return result
 
