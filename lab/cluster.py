@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.layout import HOSTS, MGRS, MONS, OSDS_PER_HOST, LabError, Layout, State
-from lab.procs import run, wait_until
+from lab.procs import live_pid, run, wait_until
 
 POOL = "lab"
 """Replicated, size 3 / min_size 2, failure domain host (the default replicated rule)."""
@@ -200,8 +200,11 @@ def start_mons(layout: Layout, state: State) -> None:
 
 
 def start_daemon(layout: Layout, kind: str, name: str) -> None:
-    """(Re)start an existing mon or mgr as a daemon of its host (they are named after their hosts)."""
+    """(Re)start an existing mon or mgr as a daemon of its host (they are named after their hosts); returns
+    once the daemon has written its pid file, so a ``stop`` right after finds it."""
     run(as_host(name, [f"ceph-{kind}", "--conf", str(layout.conf), "-i", name]), env=daemon_env(name))
+    pid_file = layout.pid_file(f"{kind}.{name}")
+    wait_until(lambda: live_pid(pid_file, layout.root), 30, f"{kind}.{name} to write {pid_file}", interval=0.05)
 
 
 def set_knobs(layout: Layout) -> None:

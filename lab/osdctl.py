@@ -34,8 +34,11 @@ from typing import Any
 
 AS_HOST = 'hostname "$0" && exec "$@"'
 """The daemon gets a UTS namespace whose hostname is its lab host: Pacific's OSD takes its CRUSH
-location (host=...) and its metadata hostname from gethostname() (later releases read $NODE_NAME)."""
+location (host=...) and its metadata hostname from gethostname() (later releases read $NODE_NAME).
+Without root (no namespace) the CRUSH location is given explicitly; the metadata hostname stays the
+machine's."""
 STOP_TIMEOUT = 60.0
+START_TIMEOUT = 30.0
 CEPH_TIMEOUT = 60.0
 
 
@@ -83,24 +86,37 @@ def ceph_json(*args: str) -> object:
     return json.loads(ceph(*args, "-f", "json").stdout)
 
 
-def running_pid(osd_id: int) -> int | None:
-    """The pid of the running ceph-osd for this id, checked against /proc so a reused pid is ignored."""
-    try:
-        pid = int(pid_file(osd_id).read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None
+def osd_process(pid: int, osd_id: int, conf: str | None = None) -> bool:
+    """True when ``pid`` is a live ceph-osd -i OSD_ID (and, if ``conf`` is given, of that lab's conf)."""
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         status = Path(f"/proc/{pid}/status").read_text()
     except (FileNotFoundError, ProcessLookupError):
-        return None
+        return False
     if "State:\tZ" in status:
-        return None
+        return False
     args = [a.decode(errors="replace") for a in cmdline]
-    if not args or not args[0].endswith("ceph-osd"):
-        return None
-    if "-i" in args and args[args.index("-i") + 1 : args.index("-i") + 2] == [str(osd_id)]:
+    if not args or not args[0].endswith("ceph-osd") or "-i" not in args:
+        return False
+    if args[args.index("-i") + 1 : args.index("-i") + 2] != [str(osd_id)]:
+        return False
+    return conf is None or conf in args
+
+
+def running_pid(osd_id: int) -> int | None:
+    """The pid of the running ceph-osd for this id: by its pid file, checked against /proc so a reused
+    pid is ignored, else found in /proc by its command line (a daemon that has not written its pid file
+    yet, right after ``start``, must still be found by ``stop``)."""
+    try:
+        pid = int(pid_file(osd_id).read_text().strip())
+    except (FileNotFoundError, ValueError):
+        pid = None
+    if pid is not None and osd_process(pid, osd_id):
         return pid
+    conf = str(conf_path())
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and osd_process(int(entry.name), osd_id, conf):
+            return int(entry.name)
     return None
 
 
@@ -149,11 +165,27 @@ def start(osd_id: int, initial_weight: float | None = None) -> None:
         argv += ["--osd_crush_initial_weight", f"{initial_weight:g}"]
     if os.geteuid() == 0:
         argv = ["unshare", "--uts", "/bin/sh", "-c", AS_HOST, host, *argv]
+    else:
+        argv += ["--crush_location", f"host={host} root=default"]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=CEPH_TIMEOUT,
                           env={**os.environ, "NODE_NAME": host})
     if proc.returncode != 0:
         raise LabOsdError(f"ceph-osd -i {osd_id} exited {proc.returncode}: {proc.stderr.strip()}")
+    deadline = time.monotonic() + START_TIMEOUT
+    while not pid_written(osd_id):
+        if time.monotonic() > deadline:
+            raise LabOsdError(f"osd.{osd_id} did not write {pid_file(osd_id)} within {START_TIMEOUT:g} s after "
+                              f"starting: see {lab_dir() / 'log' / f'osd.{osd_id}.log'}")
+        time.sleep(0.05)
     print(f"osd.{osd_id} started")
+
+
+def pid_written(osd_id: int) -> bool:
+    """The daemon has written its pid file and that pid is the running ceph-osd."""
+    try:
+        return osd_process(int(pid_file(osd_id).read_text().strip()), osd_id)
+    except (FileNotFoundError, ValueError):
+        return False
 
 
 def osd_entry(osd_id: int) -> dict[str, Any] | None:

@@ -121,6 +121,8 @@ def new_osd(ceph_lab: Lab) -> Iterator[int]:
     ceph_lab.wait_settled()
     yield NEW_OSD
     ceph_lab.lab_osd("stop", str(NEW_OSD))
+    eventually(lambda: not any(o["osd"] == NEW_OSD and o["up"] for o in ceph_lab.ceph_json("osd", "dump")["osds"]),
+               "osd.8 marked down")
     ceph_lab.ceph("osd", "purge", str(NEW_OSD), "--yes-i-really-mean-it")
     ceph_lab.lab_osd("zap", str(NEW_OSD))
     for host in ("node5", "node6"):
@@ -161,6 +163,7 @@ def test_new_osd_joins_at_weight_zero_when_the_initial_weight_is_set_to_zero(
 
 def test_lab_osd_weight_option_sets_the_first_start_weight(ceph_lab: Lab, new_osd: int) -> None:
     ceph_lab.lab_osd("create", str(new_osd), "node5", "--weight", "0.002")
+    assert ceph_lab.lab_osd("status", str(new_osd)).returncode == 0, "create returned before the daemon ran"
     eventually(lambda: host_of(ceph_lab, new_osd) == "node5", "osd.8 to place itself under host node5")
     assert tree_nodes(ceph_lab)[f"osd.{new_osd}"]["crush_weight"] == pytest.approx(0.002, abs=1e-4)
 
