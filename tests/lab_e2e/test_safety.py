@@ -19,7 +19,7 @@ import pytest
 
 from engine.service import Identity
 from engine.states import Status
-from lab import Lab
+from lab import Lab, LabError
 from tests.lab_e2e.conftest import (
     OPERATION_FLAGS,
     TERMINAL,
@@ -428,9 +428,12 @@ def test_a_reused_id_on_an_unwiped_disk_is_refused_at_the_refill(
         lab_engine.wait_step(run_id, "swap", Status.WAITING, timeout=400)
         assert "destroyed" in osd_states(lab)[osd]["state"]
         # What ceph-volume does with --osd-id on a disk still holding the old store: register the id with
-        # a new uuid, start the daemon on the old store (whose fsid no longer matches).
+        # a new uuid and start the daemon on the old store. On the lab it cannot even authenticate (the
+        # old store's key was dropped with the destroy) and exits; the id stays registered, never up.
         lab.ceph("osd", "new", str(uuid.uuid4()), str(osd))
-        lab.lab_osd("start", str(osd))
+        with pytest.raises(LabError, match="exited"):
+            lab.lab_osd("start", str(osd))
+        assert osd_states(lab)[osd]["state"] == ["exists", "new"]
         lab_engine.service.approve(run_id, "swap", Identity("dc-tech", "cli"))
         run = lab_engine.wait(run_id, timeout=300)
         assert run["status"] == Status.FAILED, lab_engine.explain(run_id)
