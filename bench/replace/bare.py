@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +76,11 @@ class BareResult:
     waits: int
     waiting: float
     """Seconds spent in the until-clean loops (their sleeps and polls)."""
+    timed: list[tuple[float, str]] = field(default_factory=list)
+    """(seconds, HOST$ COMMAND) of every command run, in order."""
+
+    def slowest(self, n: int) -> list[tuple[float, str]]:
+        return sorted(self.timed, reverse=True)[:n]
 
 
 class BareShell:
@@ -149,6 +154,7 @@ class BareShell:
         started = time.monotonic()
         commands = waits = 0
         waiting = 0.0
+        timed: list[tuple[float, str]] = []
         for item in items:
             if isinstance(item, Wait):
                 t = time.monotonic()
@@ -156,9 +162,11 @@ class BareShell:
                 waiting += time.monotonic() - t
                 waits += 1
                 continue
+            t = time.monotonic()
             code, _, err = self.run(item.host, item.line)
+            timed.append((time.monotonic() - t, f"{item.host}$ {item.line}"))
             commands += 1
             if item.mutating and code != item.expect:
                 raise BareFailed(f"{item.host}$ {item.line} exited {code} (in the hotswap run: {item.expect}): "
                                  f"{err.strip()[-400:]}")
-        return BareResult(time.monotonic() - started, commands, waits, waiting)
+        return BareResult(time.monotonic() - started, commands, waits, waiting, timed)

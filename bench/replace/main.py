@@ -210,6 +210,12 @@ def print_report(report: Report) -> None:
         med[5] = f"{_med([r.hotswap.wall / r.checks.wall for r in reps if r.checks]):.2f}x"
     rows.append(med)
     print_steps(reps[0].hotswap)
+    for name, result in (("bare", reps[0].bare), ("bare + checks", reps[0].checks)):
+        if result is not None and result.timed:
+            spent = sum(s for s, _ in result.timed)
+            print(f"\n{name}, first repetition: {len(result.timed)} commands took {spent:.1f}s "
+                  f"(mean {spent / len(result.timed):.2f}s), until-clean waits {result.waiting:.1f}s; slowest:")
+            print("\n".join(f"  {s:5.1f}s {line}" for s, line in result.slowest(5)))
     print("\nthe bare sequence (from the first hotswap run; hotswap's own polls replaced by until-clean waits):")
     print("\n".join(report.script))
     print()
