@@ -117,6 +117,11 @@ class StepNotFound(HotswapError):
         super().__init__(f"run '{run_id}' has no step '{step}': run 'hotswap status {run_id}' to see its steps")
 
 
+class LeaseLost(HotswapError):
+    """This execution of a step may no longer act: its lease lapsed or another worker took the step over.
+    Not a failure of the step: the execution stops without recording anything and the takeover goes on."""
+
+
 class ActionMismatch(HotswapError):
     """This worker's action is not the one the run was planned with (a deploy changed it): the step waits
     for a worker that has the planned action instead of running it with other semantics."""

@@ -18,9 +18,10 @@ from redis.exceptions import RedisError
 from actions.base import ActionContext, ActionRegistry, ActionSpec, NotYet
 from engine import templating
 from engine.argtypes import check_value, coerce_value
-from engine.errors import ActionMismatch, HotswapError, StepTimeout, UnknownActionError
+from engine.errors import ActionMismatch, HotswapError, LeaseLost, StepTimeout, UnknownActionError
 from engine.hooks import Hooks
 from engine.keys import CANCEL_CHECK_SECONDS, DEPLOY_RECHECK_SECONDS, LEASE_SECONDS
+from engine.lease import renew, retrying, transient
 from engine.plan import Plan, PlanStep
 from engine.secrets import resolve_params as resolve_secrets
 from engine.secrets import scrub
@@ -171,11 +172,19 @@ class _Beat:
     memory: dict[str, Any]
     cleanup: bool = False
     """A cleanup step runs because its run failed or was cancelled: the cancellation must not stop it."""
+    until: float = 0.0
+    """When the lease runs out unless renewed (store clock)."""
     last: float = field(default_factory=time.monotonic)
     lost: threading.Event = field(default_factory=threading.Event)
+    lease_lost: str = ""
+    """Why this execution may no longer act (its lease lapsed or was taken over); empty while it may."""
 
     def cancelled(self) -> bool:
         return self.lost.is_set()
+
+    def lose(self, reason: str) -> None:
+        self.lease_lost = self.lease_lost or reason
+        self.lost.set()
 
 
 class Heartbeats:
@@ -192,8 +201,8 @@ class Heartbeats:
 
     @contextmanager
     def beating(self, run_id: str, step_id: str, token: str, memory: dict[str, Any],
-                cleanup: bool = False) -> Iterator[_Beat]:
-        beat = _Beat(run_id, step_id, token, memory, cleanup)
+                cleanup: bool = False, until: float = 0.0) -> Iterator[_Beat]:
+        beat = _Beat(run_id, step_id, token, memory, cleanup, until or self.store.clock() + self.lease)
         with self._lock:
             self._beats[id(beat)] = beat
             if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
@@ -220,12 +229,27 @@ class Heartbeats:
                     logger.exception("heartbeat of %s/%s failed; retrying", beat.run_id, beat.step_id)
 
     def _check(self, beat: _Beat) -> None:
-        alive = True
         if time.monotonic() - beat.last >= self.lease / 3:
-            alive = self.store.heartbeat(beat.run_id, beat.step_id, beat.token, dict(beat.memory), lease=self.lease)
-            beat.last = time.monotonic()
-        if not alive or (not beat.cleanup and self.store.run_status(beat.run_id) == Status.CANCELLED):
+            self._renew(beat)
+        if not beat.cleanup and not beat.lost.is_set() and self.store.run_status(beat.run_id) == Status.CANCELLED:
             beat.lost.set()
+
+    def _renew(self, beat: _Beat) -> None:
+        """One renewal; a transient failure is tried again next round while the lease lasts (self-fencing after)."""
+        clock, what = self.store.clock, f"step {beat.step_id}"
+        sent = clock()
+        try:
+            ours = self.store.heartbeat(beat.run_id, beat.step_id, beat.token, dict(beat.memory), until=sent + self.lease)
+        except (OSError, RedisError) as e:
+            if not transient(e) or clock() >= beat.until:
+                beat.lose(f"{what}: its lease could not be renewed ({type(e).__name__}: {e})")
+            return
+        if not ours:
+            beat.lose(f"{what} lost its lease; another worker has taken it over")
+        elif clock() >= sent + self.lease:
+            beat.lose(f"{what}: Redis answered {clock() - sent:.1f}s late, after the lease it renewed had lapsed")
+        else:
+            beat.until, beat.last = sent + self.lease, time.monotonic()
 
 
 @dataclass
@@ -335,21 +359,31 @@ class Executor:
             error = f"rendering the step's arguments failed: {type(e).__name__}"
             log.error(error)
             return self._finish(run_id, step, claim, Status.FAILED, memory, log.secrets, error=error)
-        with self.heartbeats.beating(run_id, step.id, claim.token, memory, cleanup=step.cleanup) as beat:
+        with self.heartbeats.beating(run_id, step.id, claim.token, memory, step.cleanup, claim.until) as beat:
             deadline = memory["first_started"] + step.timeout if step.timeout else None
             ctx.cancelled = lambda: beat.cancelled() or (deadline is not None and self.clock() >= deadline)
-            ctx.save = lambda: self._save_memory(run_id, step.id, claim.token, memory)
+            ctx.save = lambda: self._save_memory(run_id, step.id, claim.token, memory, beat)
             ctx.notify = lambda message: self._notify(run_id, step.id, message, log)
             try:
                 result = spec(ctx, **args)
+            except LeaseLost as e:
+                return self._abandon(run_id, step, beat.lease_lost or str(e))
             except NotYet as wait:
+                if beat.lease_lost:
+                    return self._abandon(run_id, step, beat.lease_lost)
                 return self._park_poll(run_id, step, claim, memory, wait, log)
             except self.interrupts:
                 raise
             except HotswapError as e:
+                if beat.lease_lost:
+                    return self._abandon(run_id, step, beat.lease_lost)
                 return self._fail_or_retry(run_id, step, claim, memory, str(e), log)
             except Exception as e:  # noqa: BLE001 - any bug in an action must become a recorded step failure
+                if beat.lease_lost:
+                    return self._abandon(run_id, step, beat.lease_lost)
                 return self._fail_or_retry(run_id, step, claim, memory, f"{type(e).__name__}: {e}", log)
+            if beat.lease_lost:
+                return self._abandon(run_id, step, beat.lease_lost)
         if planned:
             result = {"result": result, "dry_run": planned} if not isinstance(result, dict) else {**result, "dry_run": planned}
         return self._finish(run_id, step, claim, Status.SUCCEEDED, memory, log.secrets, result=result)
@@ -453,9 +487,21 @@ class Executor:
             return Outcome.RETRYING
         return self._finish(run_id, step, claim, Status.FAILED, memory, log.secrets, error=error)
 
-    def _save_memory(self, run_id: str, step_id: str, token: str, memory: dict[str, Any]) -> None:
-        if not self.store.heartbeat(run_id, step_id, token, dict(memory), lease=self.lease):
-            raise HotswapError(f"step {step_id} lost its lease; another worker has taken it over")
+    def _save_memory(self, run_id: str, step_id: str, token: str, memory: dict[str, Any], beat: _Beat) -> None:
+        """ctx.save(): persist progress now, retried through Redis hiccups while the lease lasts."""
+        if beat.lease_lost:
+            raise LeaseLost(beat.lease_lost)
+        try:
+            beat.until = renew(lambda until: self.store.heartbeat(run_id, step_id, token, dict(memory), until=until),
+                               self.lease, beat.until, self.clock, f"step {step_id}")
+        except LeaseLost as e:
+            beat.lose(str(e))
+            raise
+
+    def _abandon(self, run_id: str, step: PlanStep, reason: str) -> Outcome:
+        """This execution may no longer act: record nothing (the takeover records the outcome)."""
+        logger.warning("run %s step %s: execution abandoned: %s", run_id, step.id, reason)
+        return Outcome.STALE
 
     def try_start(self, run_id: str) -> Outcome:
         """Start a run that waits for its locks: take them and release its roots, or try again later."""
@@ -474,7 +520,14 @@ class Executor:
 
     def _park(self, run_id: str, step: PlanStep, claim: Claim, kind: str, wake_at: float, reason: str,
               memory: dict[str, Any]) -> None:
-        if self.store.park(run_id, step.id, claim.token, kind=kind, wake_at=wake_at, reason=reason, memory=memory):
+        try:
+            parked = retrying(lambda: self.store.park(run_id, step.id, claim.token, kind=kind, wake_at=wake_at,
+                                                      reason=reason, memory=memory),
+                              self.clock() + self.lease, self.clock, f"parking step {step.id}")
+        except LeaseLost as e:
+            self._abandon(run_id, step, str(e))
+            return
+        if parked:
             self.hooks.emit("parked", run_id, step.id, step.action, kind, wake_at, reason)
 
     def _finish(self, run_id: str, step: PlanStep, claim: Claim, status: Status, memory: dict[str, Any],
@@ -482,11 +535,18 @@ class Executor:
         """Record the outcome, scrubbed of the secret values this execution resolved (resolving them again
         here could fail — a file gone, a variable unset — and leave the outcome unscrubbed)."""
         result, error, memory = scrub(result, secrets), scrub(error, secrets), scrub(memory, secrets)
+        deadline, what = self.clock() + self.lease, f"recording the outcome of step {step.id}"
         try:
-            done = self.store.complete(run_id, step.id, claim.token, status, result=result, error=error, memory=memory)
-        except ValueError as e:
-            done = self.store.complete(run_id, step.id, claim.token, Status.FAILED, error=str(e), memory=memory)
-            status = Status.FAILED
+            try:
+                done = retrying(lambda: self.store.complete(run_id, step.id, claim.token, status, result=result,
+                                                            error=error, memory=memory), deadline, self.clock, what)
+            except ValueError as e:
+                too_big = str(e)
+                done = retrying(lambda: self.store.complete(run_id, step.id, claim.token, Status.FAILED, error=too_big,
+                                                            memory=memory), deadline, self.clock, what)
+                status = Status.FAILED
+        except LeaseLost as e:
+            return self._abandon(run_id, step, str(e))
         if done is None:
             return Outcome.STALE
         if self.hooks:

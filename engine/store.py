@@ -45,6 +45,8 @@ class Claim:
     start_cleanup: bool = False
     takeover: bool = False
     """The step was running under a worker that lost its lease; this claim takes it over."""
+    until: float = 0.0
+    """When the lease this claim took runs out (store clock), unless renewed."""
     at: float = 0.0
     """time.monotonic() when this process claimed it."""
 
@@ -338,10 +340,11 @@ class Store:
         k = self.keys
         plan = self.plan(run_id)
         cleanup = step_id in plan.cleanup
+        now = self.clock()
         res = self._claim(
             keys=[k.run(run_id), k.statuses(run_id), k.remaining(run_id), k.step(run_id, step_id),
                   k.events(run_id), k.leases, k.timers, *self.lock_keys(plan)],
-            args=[step_id, self.clock(), lease, worker, k.member(run_id, step_id), "1" if cleanup else "0", run_id],
+            args=[step_id, now, lease, worker, k.member(run_id, step_id), "1" if cleanup else "0", run_id],
         )
         parts = [_s(x) for x in res]
         if parts[0] == "lost_lock":
@@ -353,7 +356,7 @@ class Store:
         self._replicated(f"the claim of step {step_id} (run {run_id})")
         decision = json.loads(parts[4]) if parts[4] else None
         return Claim("ok", parts[1], int(parts[2]), json.loads(parts[3]), decision,
-                     takeover=parts[5] == "takeover", at=time.monotonic())
+                     takeover=parts[5] == "takeover", at=time.monotonic(), until=now + lease)
 
     def complete(self, run_id: str, step_id: str, token: str, status: Status, *, result: Any = None,
                  error: str = "", memory: Mapping[str, Any] | None = None) -> Completion | None:
@@ -394,10 +397,13 @@ class Store:
         return bool(res)
 
     def heartbeat(self, run_id: str, step_id: str, token: str, memory: Mapping[str, Any],
-                  lease: float = LEASE_SECONDS) -> bool:
+                  lease: float = LEASE_SECONDS, until: float | None = None) -> bool:
+        """Renew the lease of this execution (``token``) until ``until`` (default: now + ``lease``) and save its
+        memory; False when the step is no longer this execution's."""
         k = self.keys
+        until = self.clock() + lease if until is None else until
         return bool(self._heartbeat(keys=[k.step(run_id, step_id), k.leases],
-                                    args=[token, self.clock() + lease, k.member(run_id, step_id), encode_memory(memory)]))
+                                    args=[token, until, k.member(run_id, step_id), encode_memory(memory)]))
 
     def release_worker(self, worker: str) -> list[tuple[str, str]]:
         """End the leases of every step ``worker`` (a ``host:pid`` that is known to be dead) was running, so

@@ -135,6 +135,8 @@ def test_transitions_wait_for_a_replica_and_say_so_when_none_confirms(
     finally:
         replica.thaw()
     assert busy == ("cluster:x", "r1 (itself: not yet confirmed by the Redis replicas)"), "the run waits and retries"
+    admin = redis_client(master.url)
+    wait_for(lambda: admin.wait(1, 1000) == 1, timeout=10, what="the thawed replica to confirm the master's writes")
     assert store.acquire_locks("r1", plan) is None
     assert on_replica.lock_holders("cluster:x") == ["r1"], "a lock is on the replica once acquire_locks says so"
 

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from actions.base import ActionContext, action
+from actions.base import ActionContext, ActionError, action
 
 
 @action("test.phases")
@@ -17,6 +17,8 @@ def phases(ctx: ActionContext, *, directory: str, count: int = 3, pause: float =
         if i in done:
             ctx.log.info(f"phase {i} already done on an earlier attempt; skipping")
             continue
+        if ctx.cancelled():  # cancelled, or this execution lost its lease: no further side effect
+            raise ActionError(f"stopped before phase {i}: cancelled or lease lost")
         with open(Path(directory) / f"phase-{i}", "a") as f:
             f.write(f"attempt {ctx.attempt}\n")
         done.append(i)
