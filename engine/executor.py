@@ -21,7 +21,7 @@ from engine.argtypes import check_value, coerce_value
 from engine.errors import ActionMismatch, HotswapError, LeaseLost, StepTimeout, UnknownActionError
 from engine.hooks import Hooks
 from engine.keys import CANCEL_CHECK_SECONDS, DEPLOY_RECHECK_SECONDS, LEASE_SECONDS
-from engine.lease import renew, retrying, transient
+from engine.lease import REFUSAL_PATIENCE, refused_everywhere, renew, retrying, transient
 from engine.plan import Plan, PlanStep
 from engine.secrets import resolve_params as resolve_secrets
 from engine.secrets import scrub
@@ -241,7 +241,8 @@ class Heartbeats:
         try:
             ours = self.store.heartbeat(beat.run_id, beat.step_id, beat.token, dict(beat.memory), until=sent + self.lease)
         except (OSError, RedisError) as e:
-            if not transient(e) or clock() >= beat.until:
+            patience = beat.until + (REFUSAL_PATIENCE if refused_everywhere(e) else 0.0)
+            if not transient(e) or clock() >= patience:
                 beat.lose(f"{what}: its lease could not be renewed ({type(e).__name__}: {e})")
             return
         if not ours:

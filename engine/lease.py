@@ -30,7 +30,12 @@ TRANSIENT_REPLIES = ("OOM", "MISCONF", "LOADING", "READONLY", "MASTERDOWN", "BUS
 """Error replies after which the same write can succeed a moment later."""
 _TRANSIENT_REPLY = re.compile(r"(?:^|-)(?:" + "|".join(TRANSIENT_REPLIES) + r")\b")
 """The code starts the reply, or follows a '-' inside a script error ('Error running script ...: -OOM ...')."""
+_REFUSED_REPLY = re.compile(r"(?:^|-)(?:OOM|MISCONF)\b")
 RETRY_MAX_DELAY = 1.0
+REFUSED_RETRY_DELAY = 0.05
+"""While writes are refused, retry this often: the first write after the refusal ends should be ours."""
+REFUSAL_PATIENCE = 300.0
+"""How long a step keeps retrying through refused writes beyond its lease before it gives up."""
 
 
 def transient(error: BaseException) -> bool:
@@ -41,18 +46,30 @@ def transient(error: BaseException) -> bool:
     return isinstance(error, ResponseError) and bool(_TRANSIENT_REPLY.search(str(error)))
 
 
+def refused_everywhere(error: BaseException) -> bool:
+    """Redis refuses every client's writes (out of memory, or a failed background save): no other worker can
+    take a step over meanwhile either, since a takeover is a write."""
+    if isinstance(error, OutOfMemoryError):
+        return True
+    return isinstance(error, ResponseError) and bool(_REFUSED_REPLY.search(str(error)))
+
+
 def retrying(call: Callable[[], Any], deadline: float, clock: Callable[[], float], what: str) -> Any:
-    """``call()``, retried on transient Redis errors until ``deadline`` (by ``clock``); LeaseLost after."""
-    delay = 0.1
+    """``call()``, retried on transient Redis errors until ``deadline`` (by ``clock``, the lease's end);
+    LeaseLost after. While Redis refuses everyone's writes the lease cannot be taken over, so the retries go on
+    past it (up to REFUSAL_PATIENCE), quickly enough to land before any takeover once writes are back."""
+    started, delay = clock(), 0.1
     while True:
         try:
             return call()
         except (RedisError, OSError) as e:
-            if not transient(e) or clock() + delay >= deadline:
+            refused = refused_everywhere(e)
+            limit = max(deadline, started + REFUSAL_PATIENCE) if refused else deadline
+            if not transient(e) or clock() + delay >= limit:
                 raise LeaseLost(f"{what} failed ({type(e).__name__}: {e}) and the lease gives no time for another "
                                 "try: another worker takes the step over") from e
-            time.sleep(delay)  # backoff between retries of a refused write
-            delay = min(2 * delay, RETRY_MAX_DELAY)
+            time.sleep(delay)  # backoff between retries of a write Redis could not take
+            delay = REFUSED_RETRY_DELAY if refused else min(2 * delay, RETRY_MAX_DELAY)
 
 
 def renew(renewal: Callable[[float], bool], lease: float, until: float, clock: Callable[[], float],

@@ -80,3 +80,28 @@ def test_a_renewal_in_time_extends_the_lease_and_one_taken_over_is_lost() -> Non
     assert renew(lambda until: True, lease=30, until=clock.now + 10, clock=clock, what="step s") == clock.now + 30
     with pytest.raises(LeaseLost, match="lost its lease"):
         renew(lambda until: False, lease=30, until=clock.now + 10, clock=clock, what="step s")
+
+
+def test_refused_writes_are_retried_past_the_lease_since_nobody_can_take_over_meanwhile() -> None:
+    clock, calls = Clock(), []
+
+    def save() -> str:
+        calls.append(clock.now)
+        clock.now += 1
+        if len(calls) < 10:  # ten seconds of OOM, with a 3 s lease
+            raise OutOfMemoryError("command not allowed when used memory > 'maxmemory'.")
+        return "saved"
+
+    assert retrying(save, deadline=clock.now + 3, clock=clock, what="saving") == "saved"
+
+
+def test_a_lost_connection_is_not_retried_past_the_lease_since_others_may_reach_redis() -> None:
+    clock = Clock()
+
+    def unreachable() -> None:
+        clock.now += 1
+        raise RedisConnectionError("Connection reset by peer")
+
+    with pytest.raises(LeaseLost):
+        retrying(unreachable, deadline=clock.now + 3, clock=clock, what="saving")
+    assert clock.now <= 1000 + 4
