@@ -254,6 +254,8 @@ local step, token, kind, wake, reason, memory, now, member = ARGV[1], ARGV[2], A
 if redis.call('HGET', detail, 'token') ~= token or redis.call('HGET', statuses, step) ~= 'running' then
   return 0
 end
+-- a decision recorded while the gate was still running (between its claim and this park) wakes it now
+if kind == 'approval' and redis.call('HEXISTS', detail, 'decision') == 1 then wake = now end
 step_to(statuses, step, 'waiting')
 redis.call('HSET', detail, 'status', 'waiting', 'wake_at', wake, 'wait_kind', kind, 'waiting_reason', reason, 'memory', memory)
 redis.call('HDEL', detail, 'lease_until')

@@ -483,3 +483,28 @@ def test_an_action_asking_for_attention_is_logged_and_becomes_an_attention_event
     events = [ev for _, ev in store.events(run) if ev.get("type") == "attention"]
     assert [(ev["step"], ev["reason"]) for ev in events] == [("held", "drain held for 30m by SLOW_OPS on osd.3")]
     assert any("needs attention: drain held" in line["msg"] for line in store.logs(run, "held"))
+
+
+def test_an_approval_recorded_while_its_gate_is_still_running_is_not_lost(new_store: StoreFactory,
+                                                                           tmp_path: Path) -> None:
+    from engine.hooks import Hooks, StepHooks
+
+    store = new_store("t-early-approval:")
+    driver = Driver(store, default_registry())
+
+    class ApproveOnClaim(StepHooks):
+        def claimed(self, run_id: str, step_id: str, action: str, attempt: int, takeover: bool) -> None:
+            if step_id == "swap" and attempt == 1:  # the decision lands before the gate parks
+                driver.service.approve(run_id, step_id, Identity("tech", "chat"))
+
+    driver.executor.hooks = Hooks([ApproveOnClaim()])
+    run = driver.launch(runbook(tmp_path, """
+name: early-approval
+steps:
+  - id: swap
+    action: core.approve
+    with: {message: "swapped?", timeout: 72h}
+"""))
+    driver.drain()
+    fire_due_timers(driver, run)
+    assert store.run(run)["status"] == Status.SUCCEEDED
