@@ -305,8 +305,12 @@ class Store:
         return _decode_hash(self.r.hgetall(self.keys.statuses(run_id)))
 
     def step(self, run_id: str, step_id: str) -> dict[str, Any]:
-        raw = _decode_hash(self.r.hgetall(self.keys.step(run_id, step_id)))
-        status = self.r.hget(self.keys.statuses(run_id), step_id)
+        """One step's record and status, read together (one transaction: never a status without its detail)."""
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hgetall(self.keys.step(run_id, step_id))
+        pipe.hget(self.keys.statuses(run_id), step_id)
+        detail, status = pipe.execute()
+        raw = _decode_hash(detail)
         if status is None:
             if not self.exists(run_id):
                 raise RunNotFound(run_id)
@@ -315,12 +319,14 @@ class Store:
 
     def steps(self, run_id: str, step_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         ids = list(step_ids)
-        pipe = self.r.pipeline(transaction=False)
+        pipe = self.r.pipeline(transaction=True)
         for sid in ids:
             pipe.hgetall(self.keys.step(run_id, sid))
-        statuses = self.statuses(run_id)
+        pipe.hgetall(self.keys.statuses(run_id))
+        *details, raw_statuses = pipe.execute()
+        statuses = _decode_hash(raw_statuses)
         return {sid: _parse_step(sid, statuses.get(sid, "pending"), _decode_hash(raw))
-                for sid, raw in zip(ids, pipe.execute(), strict=True)}
+                for sid, raw in zip(ids, details, strict=True)}
 
     def results(self, run_id: str, step_ids: list[str]) -> list[tuple[str | None, Any]]:
         """(status, result) of each step, in one round trip."""
