@@ -1,5 +1,5 @@
 # The two commands: `make demo` runs the main job on the embedded default; `make test` runs every test.
-.PHONY: demo test unit lint bench lab-up lab-down
+.PHONY: demo test unit lint bench bench-check lab-up lab-down
 
 demo:
 	./scripts/bootstrap --with-system
@@ -25,6 +25,10 @@ bench:
 	./scripts/bootstrap
 	.venv/bin/pip install -q -e '.[bench]'
 	.venv/bin/python -m bench
+
+bench-check:
+	./scripts/bootstrap --with-system
+	.venv/bin/pytest -q -m bench
 
 lab-up:
 	./scripts/bootstrap --with-system

@@ -11,7 +11,7 @@ from bench.replace.bare import Run, Wait, script_from
 from bench.replace.main import measure
 from lab import Lab
 
-pytestmark = [pytest.mark.lab, pytest.mark.slow]
+pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.bench]
 
 
 @pytest.mark.timeout(2400)
