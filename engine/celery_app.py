@@ -254,6 +254,8 @@ def run_worker(app: Celery, *, concurrency: int = 2, queues: str = f"{QUICK_QUEU
 
     def stop(**_: Any) -> None:
         ticker.stop.set()
+        if ticker.thread.is_alive():  # let a tick in progress publish what it took (else it waits for the re-arm)
+            ticker.thread.join(timeout=TICK_SECONDS * 20)
 
     def warm(**_: Any) -> None:
         """Each pool child builds its store, registry and toolkits now, not on its first step."""

@@ -528,8 +528,10 @@ class Executor:
         except LeaseLost as e:
             self._abandon(run_id, step, str(e))
             return
-        if parked:
+        if parked == "parked":
             self.hooks.emit("parked", run_id, step.id, step.action, kind, wake_at, reason)
+        elif parked == "start_cleanup":
+            self._start_cleanup(run_id)
 
     def _finish(self, run_id: str, step: PlanStep, claim: Claim, status: Status, memory: dict[str, Any],
                 secrets: list[str], *, result: Any = None, error: str = "") -> Outcome:

@@ -249,10 +249,30 @@ return out
 """
 
 WAIT = TRANSITIONS + """
-local statuses, detail, events, leases, timers = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local statuses, detail, events, leases, timers, run_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local step, token, kind, wake, reason, memory, now, member = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6], tonumber(ARGV[7]), ARGV[8]
+local cleanup = ARGV[9]
 if redis.call('HGET', detail, 'token') ~= token or redis.call('HGET', statuses, step) ~= 'running' then
   return 0
+end
+local run_status = redis.call('HGET', run_key, 'status')
+if cleanup ~= '1' and run_status ~= 'running' then
+  -- the run failed or was cancelled while this step ran: it stops here instead of waiting for ever
+  step_to(statuses, step, 'cancelled')
+  redis.call('HSET', detail, 'status', 'cancelled', 'finished', now, 'memory', memory)
+  redis.call('HDEL', detail, 'lease_until')
+  redis.call('ZREM', leases, member)
+  redis.call('ZREM', timers, member)
+  redis.call('XADD', events, '*', 'type', 'step', 'step', step, 'status', 'cancelled',
+    'reason', 'the run is ' .. tostring(run_status), 't', now)
+  local active = redis.call('HINCRBY', run_key, 'n_active', -1)
+  if active <= 0 and (run_status == 'failed' or run_status == 'cancelled')
+      and tonumber(redis.call('HGET', run_key, 'n_cleanup') or '0') > 0
+      and redis.call('HSETNX', run_key, 'cleanup', 'running') == 1 then
+    redis.call('XADD', events, '*', 'type', 'cleanup', 'status', 'running', 't', now)
+    return 2
+  end
+  return 3
 end
 -- a decision recorded while the gate was still running (between its claim and this park) wakes it now
 if kind == 'approval' and redis.call('HEXISTS', detail, 'decision') == 1 then wake = now end

@@ -392,15 +392,18 @@ class Store:
         return _completion(res)
 
     def park(self, run_id: str, step_id: str, token: str, *, kind: str, wake_at: float, reason: str,
-             memory: Mapping[str, Any]) -> bool:
-        """running -> waiting until ``wake_at`` (a poll, a retry backoff or an approval)."""
+             memory: Mapping[str, Any]) -> str:
+        """running -> waiting until ``wake_at`` (a poll, a retry backoff or an approval). Returns "parked",
+        "stale" (not this execution's any more), or, when the run failed or was cancelled meanwhile,
+        "stopped" (the step is cancelled instead) or "start_cleanup" (and it was the run's last active step)."""
         k = self.keys
+        step = self.plan(run_id).cleanup.get(step_id)
         res = self._wait(
-            keys=[k.statuses(run_id), k.step(run_id, step_id), k.events(run_id), k.leases, k.timers],
+            keys=[k.statuses(run_id), k.step(run_id, step_id), k.events(run_id), k.leases, k.timers, k.run(run_id)],
             args=[step_id, token, kind, wake_at, reason[:500], encode_memory(memory), self.clock(),
-                  k.member(run_id, step_id)],
+                  k.member(run_id, step_id), "1" if step is not None else "0"],
         )
-        return bool(res)
+        return {0: "stale", 1: "parked", 2: "start_cleanup", 3: "stopped"}[int(res)]
 
     def heartbeat(self, run_id: str, step_id: str, token: str, memory: Mapping[str, Any],
                   lease: float = LEASE_SECONDS, until: float | None = None) -> bool:

@@ -508,3 +508,33 @@ steps:
     driver.drain()
     fire_due_timers(driver, run)
     assert store.run(run)["status"] == Status.SUCCEEDED
+
+
+def test_a_poll_that_parks_after_its_run_failed_stops_so_cleanup_can_start(new_store: StoreFactory,
+                                                                             tmp_path: Path) -> None:
+    from engine.hooks import Hooks, StepHooks
+
+    store = new_store("t-late-park:")
+    driver = Driver(store, default_registry())
+
+    class FailRunMidPoll(StepHooks):
+        def claimed(self, run_id: str, step_id: str, action: str, attempt: int, takeover: bool) -> None:
+            if step_id == "boom":  # the run fails while 'poll' is between its claim and its park
+                store.fail_run(run_id, "failed elsewhere meanwhile")
+
+    driver.executor.hooks = Hooks([FailRunMidPoll()])
+    run = driver.launch(runbook(tmp_path, """
+name: late-park
+steps:
+  - id: boom
+    action: core.wait_until
+    with: {condition: "{{ false }}", interval: 10}
+cleanup:
+  - id: tidy
+    action: core.echo
+    with: {message: tidy}
+"""))
+    driver.drain()
+    assert store.step(run, "boom")["status"] == Status.CANCELLED
+    record = store.run(run)
+    assert record["status"] == Status.FAILED and record["cleanup"] == "done" and record["n_active"] == 0
