@@ -68,13 +68,7 @@ def add_node(
     params = dict(locals())
     memory = ctx.memory
     if "ids" not in memory:
-        devs = list(devices if devices is not None else h.devices)
-        if not devs:
-            raise ActionError(f"no devices given and host {h.name} lists none in the inventory")
-        ids = list(osd_ids) if osd_ids else cj.free_ids(read(ctx, c, "osd", "dump"), len(devs))
-        if len(ids) != len(devs):
-            raise ActionError(f"{len(ids)} OSD id(s) for {len(devs)} device(s): give one id per device")
-        memory["ids"], memory["devices"] = ids, devs
+        memory["ids"], memory["devices"] = ids_for_devices(ctx, c, h, devices, osd_ids)
     ids = list(memory["ids"])
     create_osds(ctx, c, h.name, ids, list(memory["devices"]))
     if ctx.dry_run:
@@ -201,3 +195,15 @@ def _verify_zero(ctx: ActionContext, cluster: Any, ids: list[int], interval: flo
                 or not cj.same_weight(known[o].crush_weight, 0.0)]
     if not_zero:
         ctx.not_yet(interval, "waiting for osd tree to show the new OSDs at weight 0: " + ", ".join(not_zero))
+
+
+def ids_for_devices(ctx: ActionContext, c: Any, h: Any, devices: list[str] | None,
+                    osd_ids: list[int] | None) -> tuple[list[int], list[str]]:
+    """One OSD id per device of host ``h``: the ids given, or the cluster's free ids."""
+    devs = list(devices if devices is not None else h.devices)
+    if not devs:
+        raise ActionError(f"no devices given and host {h.name} lists none in the inventory")
+    ids = list(osd_ids) if osd_ids else cj.free_ids(read(ctx, c, "osd", "dump"), len(devs))
+    if len(ids) != len(devs):
+        raise ActionError(f"{len(ids)} OSD id(s) for {len(devs)} device(s): give one id per device")
+    return ids, devs

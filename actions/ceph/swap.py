@@ -16,7 +16,7 @@ from typing import Any
 from actions import cephjson as cj
 from actions.base import ActionContext, action
 from actions.ceph.common import DEFAULT_OUTAGE_GRACE, now, read, ride_out, run
-from actions.ceph.creation import create_osds, wait_up_and_in
+from actions.ceph.creation import create_osds, ids_for_devices, wait_up_and_in
 from actions.ceph.throttle import apply_settings
 from engine.errors import ActionError, SafetyCheckFailed
 
@@ -52,13 +52,7 @@ def prepare_spare(
     h = ctx.inventory.host(host)
     memory = ctx.memory
     if "ids" not in memory:
-        devs = list(devices if devices is not None else h.devices)
-        if not devs:
-            raise ActionError(f"no devices given and host {h.name} lists none in the inventory")
-        ids = list(osd_ids) if osd_ids else cj.free_ids(read(ctx, c, "osd", "dump"), len(devs))
-        if len(ids) != len(devs):
-            raise ActionError(f"{len(ids)} OSD id(s) for {len(devs)} device(s): give one id per device")
-        memory["ids"], memory["devices"] = ids, devs
+        memory["ids"], memory["devices"] = ids_for_devices(ctx, c, h, devices, osd_ids)
         ctx.save()
     ids = list(memory["ids"])
     tree = read(ctx, c, "osd", "tree")
